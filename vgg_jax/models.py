@@ -1,0 +1,354 @@
+"""The VGG family of Simonyan & Zisserman (2015), Table 1, as one Flax module.
+
+Every configuration is a row of ``SPECS``: five blocks of (channels, kernel size) convolutions,
+each block followed by a 2x2/2 max-pool, then the head fc6, fc7 (4096 units, dropout 0.5) and
+fc8 (``num_classes``). Layer names mirror the paper: ``conv3_2`` is the second convolution of
+block 3, ``bn3_2`` its BatchNorm, ``pool3`` the pooling after block 3.
+
+``python -m vgg_jax.models --arch vgg16`` prints a per-layer table with parameters and
+multiply-accumulates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One row of Table 1: per block, the (channels, kernel) of each convolution."""
+
+    blocks: tuple[tuple[tuple[int, int], ...], ...]
+    lrn: bool = False
+    batch_norm: bool = False
+    letter: str = ""
+
+
+def _block(channels: int, n3: int, n1: int = 0) -> tuple[tuple[int, int], ...]:
+    return ((channels, 3),) * n3 + ((channels, 1),) * n1
+
+
+_A = (_block(64, 1), _block(128, 1), _block(256, 2), _block(512, 2), _block(512, 2))
+_B = (_block(64, 2), _block(128, 2), _block(256, 2), _block(512, 2), _block(512, 2))
+_C = (_block(64, 2), _block(128, 2), _block(256, 2, 1), _block(512, 2, 1), _block(512, 2, 1))
+_D = (_block(64, 2), _block(128, 2), _block(256, 3), _block(512, 3), _block(512, 3))
+_E = (_block(64, 2), _block(128, 2), _block(256, 4), _block(512, 4), _block(512, 4))
+
+SPECS: dict[str, Spec] = {
+    "vgg11": Spec(_A, letter="A"),
+    "vgg11_lrn": Spec(_A, lrn=True, letter="A-LRN"),
+    "vgg13": Spec(_B, letter="B"),
+    "vgg16_conv1": Spec(_C, letter="C"),
+    "vgg16": Spec(_D, letter="D"),
+    "vgg19": Spec(_E, letter="E"),
+    "vgg11_bn": Spec(_A, batch_norm=True),
+    "vgg13_bn": Spec(_B, batch_norm=True),
+    "vgg16_bn": Spec(_D, batch_norm=True),
+    "vgg19_bn": Spec(_E, batch_norm=True),
+}
+ALIASES = {spec.letter: name for name, spec in SPECS.items() if spec.letter}
+
+
+def canonical_name(arch: str) -> str:
+    """Maps an architecture name or Table 1 letter (``"D"``, ``"A-LRN"``) to its name."""
+    if arch in SPECS:
+        return arch
+    if arch.upper() in ALIASES:
+        return ALIASES[arch.upper()]
+    valid = ", ".join(list(SPECS) + list(ALIASES))
+    raise ValueError(f"Unknown architecture {arch!r}; valid names: {valid}.")
+
+
+def get_spec(arch: str) -> Spec:
+    """The Table 1 specification of ``arch`` (a name or a letter)."""
+    return SPECS[canonical_name(arch)]
+
+
+def layer_names(arch: str) -> list[str]:
+    """Convolution names of ``arch`` in order: ``conv1_1``, ``conv1_2``, ..."""
+    spec = get_spec(arch)
+    return [f"conv{b + 1}_{i + 1}" for b, block in enumerate(spec.blocks) for i in range(len(block))]
+
+
+def feature_names(arch: str, include_top: bool = True) -> list[str]:
+    """Names of the recorded activations in network order: conv1_1, ..., pool1, ..., fc7."""
+    spec = get_spec(arch)
+    names = []
+    for b, block in enumerate(spec.blocks, start=1):
+        names += [f"conv{b}_{i}" for i in range(1, len(block) + 1)]
+        names += ["lrn1"] if spec.lrn and b == 1 else []
+        names.append(f"pool{b}")
+    return names + (["fc6", "fc7"] if include_top else [])
+
+
+def local_response_norm(x: Array, size: int = 5, k: float = 2.0, alpha: float = 1e-4,
+                        beta: float = 0.75) -> Array:
+    """AlexNet's cross-channel LRN in Caffe's convention (alpha divided by ``size``).
+
+    b_c = a_c / (k + alpha / size * sum_{c' in window(c)} a_c'^2) ** beta, NHWC input.
+    """
+    sq = jnp.square(x.astype(jnp.float32))
+    half = size // 2
+    window_sum = jax.lax.reduce_window(
+        sq, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
+        ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
+    return (x / jnp.power(k + (alpha / size) * window_sum, beta)).astype(x.dtype)
+
+
+def max_pool_2x2(x: Array) -> Array:
+    """2x2 stride-2 max-pooling (floor on odd sizes, like Caffe's VALID pooling in PyTorch).
+
+    On even sizes a reshape-and-max, which XLA:CPU differentiates far faster than
+    ``reduce_window`` and which gives bit-identical results.
+    """
+    n, h, w, c = x.shape
+    if h % 2 or w % 2:
+        return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _initializers(init: str, init_std: float) -> tuple[Callable, Callable]:
+    """(conv kernel init, fc kernel init) for ``init`` in glorot | normal | he."""
+    if init == "glorot":
+        glorot = nn.initializers.glorot_uniform()
+        return glorot, glorot
+    if init == "normal":
+        normal = nn.initializers.normal(stddev=init_std)
+        return normal, normal
+    if init == "he":  # torchvision's choice: Kaiming (fan-out) convs, N(0, 0.01) FC layers.
+        return (nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                nn.initializers.normal(stddev=0.01))
+    raise ValueError(f"Unknown init {init!r}; use 'glorot', 'normal' or 'he'.")
+
+
+class FC6(nn.Module):
+    """fc6: a dense layer over the flattened (NHWC) last feature map.
+
+    Its kernel has shape (k * k * C, features). In dense mode the same kernel is reshaped to a
+    k x k convolution (7x7 at 224) and slid over a feature map of any size >= k.
+    """
+
+    features: int
+    kernel_init: Callable
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, dense: bool = False) -> Array:
+        n, h, w, c = x.shape
+        if self.has_variable("params", "kernel"):
+            fan_in = self.get_variable("params", "kernel").shape[0]
+        else:
+            fan_in = h * w * c
+        kernel = self.param("kernel", self.kernel_init, (fan_in, self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        window = math.isqrt(fan_in // c)
+        if window * window * c != fan_in:
+            raise ValueError(f"fc6 kernel with {fan_in} inputs does not fit {c} channels.")
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if dense:
+            if h < window or w < window:
+                raise ValueError(
+                    f"Dense evaluation needs a final feature map of at least {window}x{window} "
+                    f"(input at least {32 * window}x{32 * window}); got {h}x{w}.")
+            kernel = kernel.reshape(window, window, c, self.features)
+            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return y + bias
+        if h * w * c != fan_in:
+            raise ValueError(
+                f"fc6 was built for a {window}x{window}x{c} feature map "
+                f"(input {32 * window}x{32 * window}) but got {h}x{w}x{c}: resize the images "
+                f"to {32 * window}x{32 * window} or use dense=True.")
+        return x.reshape(n, -1) @ kernel + bias
+
+
+class VGG(nn.Module):
+    """A VGG network of Table 1.
+
+    Attributes:
+      arch: a name of ``SPECS`` (``vgg16``, ``vgg11_lrn``, ``vgg19_bn``...) or a letter A..E.
+      num_classes: width of fc8.
+      width: multiplier on every convolution's channels (1.0 is the paper's net).
+      fc_width: units of fc6 and fc7; defaults to ``round(4096 * width)``.
+      dropout_rate: dropout after fc6 and fc7 in training.
+      include_top: False gives the headless backbone, returning the pool5 feature map.
+      initializer: 'glorot' (Glorot uniform), 'normal' (the paper's N(0, init_std)), 'he' (Kaiming
+        fan-out convs as torchvision) or 'auto' (He with BatchNorm, Glorot without).
+      dtype / param_dtype: computation and parameter dtypes (bf16 / float32 mixed precision).
+      bn_axis_name: pmap axis over which BatchNorm statistics are averaged in training.
+
+    Calling ``model.apply(variables, images, train=..., dense=...)`` with NHWC images returns
+    logits (N, num_classes); with ``dense=True`` the class score map is averaged spatially
+    (``return_map=True`` returns the map itself). Post-ReLU activations and pooled maps are
+    sown into the ``intermediates`` collection under their layer names (see ``extract_features``).
+    """
+
+    arch: str = "vgg16"
+    num_classes: int = 1000
+    width: float = 1.0
+    fc_width: Optional[int] = None
+    dropout_rate: float = 0.5
+    include_top: bool = True
+    initializer: str = "auto"
+    init_std: float = 0.01
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    bn_axis_name: Optional[str] = None
+
+    def _record(self, name: str, x: Array) -> None:
+        # One sown dict, so that feature names may equal the submodules' names (conv1_1).
+        self.sow("intermediates", "layers", x, init_fn=dict, reduce_fn=lambda d, v: {**d, name: v})
+
+    def _hidden(self, x: Array, name: str, train: bool) -> Array:
+        x = nn.relu(x)
+        self._record(name, x)
+        return nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False, dense: bool = False,
+                 return_map: bool = False) -> Array:
+        spec = get_spec(self.arch)
+        if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] < 32 or x.shape[2] < 32:
+            raise ValueError(
+                f"{canonical_name(self.arch)} expects images of shape (batch, height, width, 3) "
+                f"with height and width >= 32 (five 2x2 poolings); got {tuple(x.shape)}.")
+        init = self.initializer if self.initializer != "auto" else ("he" if spec.batch_norm else "glorot")
+        conv_init, fc_init = _initializers(init, self.init_std)
+        for b, block in enumerate(spec.blocks, start=1):
+            for i, (channels, kernel) in enumerate(block, start=1):
+                name = f"{b}_{i}"
+                x = nn.Conv(max(1, round(channels * self.width)), (kernel, kernel), padding="SAME",
+                            kernel_init=conv_init,
+                            dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{name}")(x)
+                if spec.batch_norm:
+                    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                     dtype=self.dtype, param_dtype=self.param_dtype,
+                                     axis_name=self.bn_axis_name if train else None,
+                                     name=f"bn{name}")(x)
+                x = nn.relu(x)
+                self._record(f"conv{name}", x)
+            if spec.lrn and b == 1:
+                x = local_response_norm(x)
+                self._record("lrn1", x)
+            x = max_pool_2x2(x)
+            self._record(f"pool{b}", x)
+        if not self.include_top:
+            return x
+
+        fc_width = self.fc_width or max(1, round(4096 * self.width))
+        dense_kw = dict(kernel_init=fc_init, dtype=self.dtype, param_dtype=self.param_dtype)
+        x = FC6(fc_width, fc_init, self.dtype, self.param_dtype, name="fc6")(x, dense=dense)
+        x = self._hidden(x, "fc6", train)
+        x = self._hidden(nn.Dense(fc_width, name="fc7", **dense_kw)(x), "fc7", train)
+        x = nn.Dense(self.num_classes, name="fc8", **dense_kw)(x)
+        if dense and not return_map:
+            x = x.mean(axis=(1, 2))
+        return x
+
+
+def create_model(arch: str, **kwargs) -> VGG:
+    """Builds ``VGG(arch=canonical_name(arch), **kwargs)``; raises on unknown names."""
+    return VGG(arch=canonical_name(arch), **kwargs)
+
+
+def abstract_variables(model: VGG, image_size: int | tuple[int, int] = 224) -> Mapping:
+    """The model's variables as ``jax.ShapeDtypeStruct`` leaves, allocating nothing."""
+    hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    images = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+
+
+def count_params(tree: Mapping) -> int:
+    """Number of scalars in a pytree of arrays or shape structs."""
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def extract_features(model: VGG, variables: Mapping, images: Array,
+                     names: Optional[Sequence[str]] = None, **kwargs) -> dict[str, Array]:
+    """Named intermediate activations (``conv1_1`` ... ``pool5``, ``fc6``, ``fc7``).
+
+    Activations are post-ReLU, as used for perceptual losses; ``names`` selects a subset.
+    """
+    _, state = model.apply(variables, images, mutable=["intermediates"], **kwargs)
+    feats = state["intermediates"]["layers"]
+    if names is None:
+        names = [n for n in feature_names(model.arch, model.include_top) if n in feats]
+    missing = [n for n in names if n not in feats]
+    if missing:
+        raise ValueError(f"No layers {missing} in {model.arch}; available: {list(feats)}.")
+    return {n: feats[n] for n in names}
+
+
+def summary(model: VGG, image_size: int = 224) -> list[dict]:
+    """Per-layer rows (name, output shape, parameters, multiply-accumulates) from shapes alone.
+
+    A convolution's MACs are its kernel size times its output positions; a dense layer's its
+    kernel size. BatchNorm, LRN, ReLU and pooling count parameters but no MACs.
+    """
+    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    out, variables = jax.eval_shape(
+        lambda x: model.init_with_output(jax.random.key(0), x, mutable=True), images)
+    params = variables["params"]
+    rows = []
+    acts = variables["intermediates"]["layers"]
+    for name in feature_names(model.arch, model.include_top):
+        act = acts[name]
+        owners = (name, name.replace("conv", "bn")) if name.startswith("conv") else (name,)
+        layer = {k: v for k, v in params.items() if k in owners}
+        macs = 0
+        if name in params:
+            kernel = params[name]["kernel"]
+            positions = act.shape[1] * act.shape[2] if name.startswith("conv") else 1
+            macs = int(np.prod(kernel.shape)) * positions
+        rows.append(dict(name=name, shape=tuple(act.shape[1:]), params=count_params(layer),
+                         macs=macs))
+    if "fc8" in params:
+        rows.append(dict(name="fc8", shape=tuple(out.shape[1:]),
+                         params=count_params(params["fc8"]),
+                         macs=int(np.prod(params["fc8"]["kernel"].shape))))
+    return rows
+
+
+def format_summary(rows: list[dict], title: str = "") -> str:
+    """The rows of ``summary`` as an aligned text table with totals."""
+    lines = [title] if title else []
+    lines.append(f"{'layer':<10}{'output':>18}{'params':>16}{'MACs':>18}")
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        lines.append(f"{r['name']:<10}{shape:>18}{r['params']:>16,}{r['macs']:>18,}")
+    total_p = sum(r["params"] for r in rows)
+    total_m = sum(r["macs"] for r in rows)
+    lines.append(f"{'total':<10}{'':>18}{total_p:>16,}{total_m:>18,}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """CLI: ``python -m vgg_jax.models --arch vgg16 [--image-size 224] [--num-classes 1000]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="vgg16", help=f"one of {', '.join(SPECS)} or A..E")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--width", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    try:
+        model = create_model(args.arch, num_classes=args.num_classes, width=args.width)
+        rows = summary(model, args.image_size)
+    except ValueError as e:
+        parser.exit(2, f"error: {e}\n")
+    print(format_summary(rows, f"{model.arch} at {args.image_size}x{args.image_size}, "
+                               f"{args.num_classes} classes"))
+
+
+if __name__ == "__main__":
+    main()
