@@ -1,0 +1,61 @@
+"""The paper's training recipe (section 3.1); every other config starts from this one.
+
+Any field can be overridden on the command line: ``--config.batch_size=128``.
+Durations are given in epochs, or in steps where ``num_train_steps`` > 0.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Model (vgg_jax.models.VGG).
+    c.arch = "vgg16"
+    c.num_classes = 1000
+    c.width = 1.0
+    c.fc_width = 0             # 0: round(4096 * width)
+    c.dropout_rate = 0.5
+    c.initializer = "auto"     # glorot | normal | he | auto (he with BatchNorm, else glorot)
+    c.init_std = 0.01          # std of the paper's normal init
+    c.dtype = "float32"        # computation dtype; bfloat16 keeps float32 parameters
+    # Data.
+    c.dataset = "imagenet2012"  # vgg_shapes | imagefolder:/path | a TFDS name
+    c.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.manual_dir = ml_collections.FieldReference(None, field_type=str)
+    c.train_split = "train"
+    c.eval_split = "validation"
+    c.image_size = 224         # training crop
+    c.train_scale_min = 256    # S: fixed when min == max, else jittered per image
+    c.train_scale_max = 256
+    c.eval_scale = 256         # Q for the single-crop validation during training
+    c.mean_rgb = (123.68, 116.779, 103.939)
+    c.std_rgb = (1.0, 1.0, 1.0)  # the paper only subtracts the mean
+    c.shuffle_buffer = 16_384  # 0: the whole shard
+    c.cache = False            # keep encoded images in memory
+    # Optimisation.
+    c.batch_size = 256         # global, over all devices and hosts
+    c.learning_rate = 0.01
+    c.lr_scaling = "none"      # none | linear (x batch_size / 256)
+    c.momentum = 0.9
+    c.nesterov = False
+    c.weight_decay = 5e-4
+    c.schedule = "plateau"     # plateau | step | cosine | constant
+    c.warmup_epochs = 0.0
+    c.lr_decay_factor = 0.1
+    c.lr_decay_epochs = (30, 60)  # for schedule=step
+    c.plateau_patience = 2     # evaluations without improvement before dividing
+    c.plateau_min_delta = 1e-3
+    c.plateau_max_reductions = 3
+    c.num_epochs = 74.0
+    c.num_train_steps = 0      # > 0 overrides num_epochs
+    # Evaluation, logging, checkpoints (in epochs, or in steps where *_steps > 0).
+    c.eval_every_epochs = 1.0
+    c.eval_every_steps = 0
+    c.eval_batch_size = 0      # 0: batch_size
+    c.log_every_steps = 100
+    c.checkpoint_every_epochs = 1.0
+    c.checkpoint_every_steps = 0
+    c.keep_checkpoints = 3
+    c.init_from = ""           # a workdir or checkpoints folder to start from
+    c.seed = 0
+    return c

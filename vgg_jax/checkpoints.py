@@ -1,0 +1,97 @@
+"""Orbax checkpoints of a run: ``workdir/checkpoints/<step>/{state,meta}``.
+
+``state`` is the whole train state (step, parameters, BatchNorm statistics, optimiser and
+schedule state); ``meta`` is JSON describing the model (architecture, width, classes,
+preprocessing), read to check compatibility before anything is restored or compiled.
+The last ``keep`` checkpoints are kept, and the one with the best validation top-1.
+Saving is asynchronous; ``wait`` blocks until the last save is on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as cm
+
+BEST_METRIC = "eval_top1"
+MODEL_FIELDS = ("arch", "width", "fc_width", "num_classes")
+
+
+def checkpoint_dir(path: str) -> str:
+    """The ``checkpoints`` folder of a workdir, or ``path`` itself if it is one."""
+    sub = os.path.join(path, "checkpoints")
+    return sub if os.path.isdir(sub) else path
+
+
+class Checkpoints:
+    """The checkpoints of one run directory."""
+
+    def __init__(self, directory: str, keep: int = 3, read_only: bool = False):
+        policy = cm.AnyPreservationPolicy([
+            cm.LatestN(keep),
+            cm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=True, n=1,
+                     keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, create=not read_only, read_only=read_only,
+            enable_async_checkpointing=not read_only)
+        self.directory = os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "meta"))
+
+    def latest_step(self) -> Optional[int]:
+        """The newest saved step, or None."""
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict,
+             metrics: Optional[dict] = None) -> None:
+        """Starts an asynchronous save of ``state`` at ``step``."""
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            metrics=metrics, force=True)
+
+    def meta(self, step: Optional[int] = None) -> dict:
+        """The JSON metadata saved with ``step`` (default: the latest)."""
+        step = self.latest_step() if step is None else step
+        return self.manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, target: Any, step: Optional[int] = None) -> Any:
+        """Restores the state at ``step`` (default: latest) into ``target``'s structure."""
+        step = self.latest_step() if step is None else step
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        return self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))["state"]
+
+    def restore_raw(self, step: Optional[int] = None) -> dict:
+        """The saved state as a nested dict of arrays, without a target structure."""
+        step = self.latest_step() if step is None else step
+        return self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))["state"]
+
+    def param_shapes(self, step: Optional[int] = None) -> dict:
+        """{layer: {name: shape}} of the saved parameters, read from metadata only."""
+        step = self.latest_step() if step is None else step
+        tree = self.manager.item_metadata(step)["state"]
+        return jax.tree_util.tree_map(lambda m: tuple(m.shape), dict(tree["params"]))
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def check_same_model(meta: dict, expected: dict, where: str) -> None:
+    """Raises ``ValueError`` if the model fields of ``meta`` differ from ``expected``."""
+    for key in MODEL_FIELDS:
+        if meta.get(key) != expected.get(key):
+            raise ValueError(
+                f"{where} holds a {meta.get(key)!r} {key} but the config asks for "
+                f"{expected.get(key)!r}: use another workdir or change the config.")

@@ -1,0 +1,138 @@
+"""tf.data input pipeline: this process's share of a TFDS split, batched for its devices.
+
+Training data is a function of the step: epoch ``e`` shuffles this process's examples with a
+seed derived from (seed, e) and augments example ``i`` with a seed derived from (seed, e, i),
+so resuming at step ``t`` rebuilds exactly the batches an uninterrupted run would have seen
+(``train_batches(..., start_step=t)`` skips the first examples before decoding them).
+
+Evaluation data covers the split exactly once: the last batch is padded and carries a
+``mask`` that is 0 on padding, and every process yields the same number of batches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vgg_jax.data import augment
+
+Batch = dict[str, np.ndarray]
+
+
+def _process_split(split: str, process_index: int, process_count: int) -> str:
+    return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+
+
+def _encoded(builder: tfds.core.DatasetBuilder, split: str, cache: bool) -> tf.data.Dataset:
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={"image": tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(try_autocache=False))
+    ds = ds.map(lambda ex: (ex["image"], ex["label"]))
+    return ds.cache() if cache else ds
+
+
+def split_size(builder: tfds.core.DatasetBuilder, split: str) -> int:
+    """Number of examples in ``split`` (slicing syntax allowed)."""
+    return builder.info.splits[split].num_examples
+
+
+def _to_devices(batch: Batch, num_devices: int) -> Batch:
+    """Reshapes leading ``local_batch`` to (num_devices, local_batch // num_devices)."""
+    return {k: v.reshape(num_devices, -1, *v.shape[1:]) for k, v in batch.items()}
+
+
+def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int,
+                  crop: int, scale_min: int, scale_max: int, mean_rgb, std_rgb, seed: int,
+                  start_step: int = 0, shuffle_buffer: int = 0, cache: bool = True,
+                  num_devices: Optional[int] = None, process_index: Optional[int] = None,
+                  process_count: Optional[int] = None) -> tuple[int, Iterator[Batch]]:
+    """(steps per epoch, endless iterator of training batches from ``start_step`` on).
+
+    Batches hold ``images`` (num_devices, per_device, crop, crop, 3) float32 and ``labels``.
+    ``shuffle_buffer=0`` shuffles the process's whole shard.
+    """
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    num_devices = num_devices or jax.local_device_count()
+    shard = _process_split(split, process_index, process_count)
+    shard_size = min(split_size(builder, _process_split(split, i, process_count))
+                     for i in range(process_count))
+    steps_per_epoch = shard_size // local_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"The split {split!r} has {shard_size} examples per process, fewer "
+                         f"than one batch of {local_batch}: use a smaller batch_size.")
+    base = _encoded(builder, shard, cache).enumerate()
+
+    def preprocess(epoch, index, example):
+        image_bytes, label = example
+        ex_seed = tf.stack([tf.cast(seed, tf.int64), epoch * (1 << 32) + index])
+        image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max)
+        return {"images": augment.normalize(image, mean_rgb, std_rgb), "labels": label}
+
+    def epoch_dataset(epoch: int, skip_batches: int) -> tf.data.Dataset:
+        ds = base.shuffle(shuffle_buffer or shard_size, seed=seed * 100_003 + epoch,
+                          reshuffle_each_iteration=False)
+        ds = ds.take(steps_per_epoch * local_batch).skip(skip_batches * local_batch)
+        ds = ds.map(lambda i, ex: preprocess(tf.constant(epoch, tf.int64), i, ex),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+    def batches() -> Iterator[Batch]:
+        epoch, skip = divmod(start_step, steps_per_epoch)
+        while True:
+            for batch in epoch_dataset(epoch, skip).as_numpy_iterator():
+                yield _to_devices(batch, num_devices)
+            epoch, skip = epoch + 1, 0
+
+    return steps_per_epoch, batches()
+
+
+def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int, crop: int,
+                 scale: int, mean_rgb, std_rgb, cache: bool = True,
+                 num_devices: Optional[int] = None, process_index: Optional[int] = None,
+                 process_count: Optional[int] = None) -> tuple[int, Iterator[Batch]]:
+    """(number of batches, iterator) over this process's share of ``split``, each example once.
+
+    Every batch holds ``images``, ``labels`` and ``mask`` (1 for real examples, 0 for padding);
+    all processes yield the same number of batches, padding with empty ones where needed.
+    """
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    num_devices = num_devices or jax.local_device_count()
+    num_examples = split_size(builder, split)
+    if num_examples == 0:
+        raise ValueError(f"The evaluation split {split!r} is empty.")
+    num_batches = math.ceil(math.ceil(num_examples / process_count) / local_batch)
+    ds = _encoded(builder, _process_split(split, process_index, process_count), cache)
+    ds = ds.map(lambda b, y: {"images": augment.normalize(augment.eval_image(b, crop, scale),
+                                                          mean_rgb, std_rgb),
+                              "labels": y},
+                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE)
+
+    def batches() -> Iterator[Batch]:
+        produced = 0
+        for batch in ds.as_numpy_iterator():
+            yield _to_devices(_pad(batch, local_batch), num_devices)
+            produced += 1
+        empty = {"images": np.zeros((local_batch, crop, crop, 3), np.float32),
+                 "labels": np.zeros((local_batch,), np.int64)}
+        for _ in range(num_batches - produced):
+            yield _to_devices(_pad({k: v[:0] for k, v in empty.items()}, local_batch),
+                              num_devices)
+
+    return num_batches, batches()
+
+
+def _pad(batch: Batch, size: int) -> Batch:
+    """Pads every array to ``size`` rows and adds ``mask``."""
+    n = len(batch["labels"])
+    out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
+           for k, v in batch.items()}
+    out["mask"] = (np.arange(size) < n).astype(np.float32)
+    return out

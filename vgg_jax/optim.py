@@ -1,0 +1,92 @@
+"""Optimiser and learning-rate schedules: the paper's SGD recipe and the modern ones.
+
+- SGD with momentum (0.9 in the paper) and an L2 penalty on the weights (5e-4), applied as
+  ``g + wd * w`` on kernels only (biases and BatchNorm parameters are not decayed).
+- Schedules: ``plateau`` (the paper: divide by 10 when validation top-1 stops improving, at
+  most 3 times), ``step`` (divide at given epochs), ``cosine`` (with linear warmup) and
+  ``constant``. ``lr_scaling='linear'`` multiplies the base rate by global_batch / 256.
+
+The plateau rule acts on evaluations, which happen on the host: its state is a small dict of
+scalars stored in the train state (and so in checkpoints), and its ``scale`` multiplies the
+updates of every train step.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+SCHEDULES = ("plateau", "step", "cosine", "constant")
+
+
+def base_learning_rate(config: ml_collections.ConfigDict) -> float:
+    """The configured rate, linearly scaled with the batch size when asked."""
+    if config.lr_scaling == "linear":
+        return config.learning_rate * config.batch_size / 256
+    if config.lr_scaling not in ("none", "", None):
+        raise ValueError(f"Unknown lr_scaling {config.lr_scaling!r}; use 'none' or 'linear'.")
+    return config.learning_rate
+
+
+def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                    total_steps: int) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """The step-indexed learning-rate schedule (without the plateau factor)."""
+    lr = base_learning_rate(config)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if config.schedule in ("plateau", "constant"):
+        main = optax.constant_schedule(lr)
+    elif config.schedule == "step":
+        boundaries = {int(round(e * steps_per_epoch)) - warmup: config.lr_decay_factor
+                      for e in config.lr_decay_epochs}
+        main = optax.piecewise_constant_schedule(lr, boundaries)
+    elif config.schedule == "cosine":
+        main = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup))
+    else:
+        raise ValueError(f"Unknown schedule {config.schedule!r}; use one of {SCHEDULES}.")
+    if warmup == 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def _kernels_only(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     schedule: Callable) -> optax.GradientTransformation:
+    """L2 weight decay on kernels, then SGD with (optionally Nesterov) momentum."""
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=_kernels_only),
+        optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov),
+    )
+
+
+def plateau_init() -> dict:
+    """State of the reduce-on-plateau rule: best metric, evaluations without gain, scale."""
+    return {"best": jnp.float32(-jnp.inf), "bad_evals": jnp.int32(0),
+            "reductions": jnp.int32(0), "scale": jnp.float32(1.0)}
+
+
+def plateau_update(state: dict, metric: float, config: ml_collections.ConfigDict) -> dict:
+    """Feeds one validation ``metric`` (higher is better) to the rule; returns its new state.
+
+    After ``plateau_patience`` evaluations without an improvement of at least
+    ``plateau_min_delta``, the scale is multiplied by ``lr_decay_factor``, at most
+    ``plateau_max_reductions`` times.
+    """
+    best, bad = float(state["best"]), int(state["bad_evals"])
+    reductions, scale = int(state["reductions"]), float(state["scale"])
+    if metric > best + config.plateau_min_delta:
+        best, bad = metric, 0
+    else:
+        bad += 1
+    if (config.schedule == "plateau" and bad >= config.plateau_patience
+            and reductions < config.plateau_max_reductions):
+        scale, reductions, bad = scale * config.lr_decay_factor, reductions + 1, 0
+    return {"best": jnp.float32(best), "bad_evals": jnp.int32(bad),
+            "reductions": jnp.int32(reductions), "scale": jnp.float32(scale)}

@@ -1,0 +1,318 @@
+"""Training: the train state, the pmap-ed train and eval steps, and ``train_and_evaluate``.
+
+The train state stays unreplicated: ``jax.pmap(..., in_axes=(None, 0, None))`` hands the
+same state to every local device and the step returns it with ``out_axes=None``, so nothing
+is gathered to the host between steps. Gradients, metrics and BatchNorm statistics are
+averaged over the ``batch`` axis, i.e. over all devices of all processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import tempfile
+import time
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from vgg_jax import checkpoints, models, optim, transfer
+from vgg_jax.data import pipeline, sources
+from vgg_jax.errors import UserError
+
+AXIS = "batch"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: the data position and RNG derive from ``step``."""
+
+    step: jnp.ndarray
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    plateau: dict
+
+
+def create_model(config: ml_collections.ConfigDict, **kwargs) -> models.VGG:
+    """The ``VGG`` module a config describes."""
+    return models.create_model(
+        config.arch, num_classes=config.num_classes, width=config.width,
+        fc_width=config.fc_width or None, dropout_rate=config.dropout_rate,
+        initializer=config.initializer, init_std=config.init_std,
+        dtype=jnp.dtype(config.dtype), **kwargs)
+
+
+def model_meta(config: ml_collections.ConfigDict) -> dict:
+    """The JSON description saved with every checkpoint (model and preprocessing)."""
+    return {"arch": models.canonical_name(config.arch), "width": config.width,
+            "fc_width": config.fc_width, "num_classes": config.num_classes,
+            "image_size": config.image_size, "mean_rgb": list(config.mean_rgb),
+            "std_rgb": list(config.std_rgb), "eval_scale": config.eval_scale}
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Per-example softmax cross-entropy in float32."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def topk_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarray:
+    """1.0 where ``labels`` is among the ``k`` highest logits (ties count against the label)."""
+    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    return (jnp.sum(logits > label_logit, axis=-1) < k).astype(jnp.float32)
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.VGG,
+               tx: optax.GradientTransformation, schedule) -> tuple[TrainState, dict]:
+    """One SGD step on one device's share of the batch (run under ``jax.pmap``)."""
+    rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
+
+    def loss_fn(params):
+        variables = {"params": params, **({"batch_stats": state.batch_stats}
+                                          if state.batch_stats else {})}
+        logits, new_vars = model.apply(variables, batch["images"], train=True,
+                                       rngs={"dropout": rng}, mutable=["batch_stats"])
+        return cross_entropy(logits, batch["labels"]).mean(), (logits, new_vars)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (logits, new_vars)), grads = grad_fn(state.params)
+    grads = jax.lax.pmean(grads, AXIS)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(lambda u: u * state.plateau["scale"], updates)
+    metrics = jax.lax.pmean({
+        "loss": loss,
+        "top1": topk_correct(logits, batch["labels"], 1).mean(),
+        "top5": topk_correct(logits, batch["labels"], 5).mean(),
+        "learning_rate": schedule(state.step) * state.plateau["scale"],
+        "grad_norm": optax.global_norm(grads),
+    }, AXIS)
+    new_state = state.replace(step=state.step + 1, opt_state=opt_state,
+                              params=optax.apply_updates(state.params, updates),
+                              batch_stats=new_vars.get("batch_stats", state.batch_stats))
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, model: models.VGG) -> dict:
+    """Masked sums of loss and top-1/top-5 hits over all devices (run under ``jax.pmap``)."""
+    variables = {"params": state.params, **({"batch_stats": state.batch_stats}
+                                            if state.batch_stats else {})}
+    logits = model.apply(variables, batch["images"])
+    mask = batch["mask"]
+    return jax.lax.psum({
+        "loss": (cross_entropy(logits, batch["labels"]) * mask).sum(),
+        "top1": (topk_correct(logits, batch["labels"], 1) * mask).sum(),
+        "top5": (topk_correct(logits, batch["labels"], 5) * mask).sum(),
+        "count": mask.sum(),
+    }, AXIS)
+
+
+def evaluate(p_eval_step, state: TrainState, batches) -> dict:
+    """Loss, top-1 and top-5 accuracy over every example of an ``eval_batches`` iterator."""
+    totals = None
+    for batch in batches:
+        sums = p_eval_step(state, batch)
+        totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = float(totals["count"])
+    return {"eval_loss": float(totals["loss"]) / count, "eval_top1": float(totals["top1"]) / count,
+            "eval_top5": float(totals["top5"]) / count, "eval_count": int(count)}
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+    """Checks the config before any data or compilation; raises ``UserError``."""
+    try:
+        config.arch = models.canonical_name(config.arch)
+        jnp.dtype(config.dtype)
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+    if config.schedule not in optim.SCHEDULES:
+        raise UserError(f"Unknown schedule {config.schedule!r}; use one of {optim.SCHEDULES}.")
+    if config.batch_size % jax.device_count():
+        raise UserError(f"batch_size {config.batch_size} is not divisible by the "
+                        f"{jax.device_count()} devices: use a multiple of {jax.device_count()}.")
+    eval_batch = config.eval_batch_size or config.batch_size
+    if eval_batch % jax.device_count():
+        raise UserError(f"eval_batch_size {eval_batch} is not divisible by the "
+                        f"{jax.device_count()} devices.")
+    if not config.image_size <= config.train_scale_min <= config.train_scale_max:
+        raise UserError(f"Need image_size <= train_scale_min <= train_scale_max; got "
+                        f"{config.image_size}, {config.train_scale_min}, {config.train_scale_max}.")
+    if config.eval_scale < config.image_size:
+        raise UserError(f"eval_scale {config.eval_scale} is smaller than the crop "
+                        f"image_size {config.image_size}.")
+    try:
+        models.abstract_variables(create_model(config), config.image_size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _check_workdir(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        raise UserError(f"Cannot write to workdir {workdir!r} ({e.strerror}): choose a "
+                        f"writable directory.") from None
+
+
+def _init_from_params(config: ml_collections.ConfigDict, abstract_params: dict):
+    """Checks ``config.init_from`` against the model; returns a loader of its params.
+
+    Same architecture: every layer is copied (a different fc8 is re-initialised). From a
+    configuration A into a deeper net: the paper's shallow-to-deep copy.
+    """
+    where = checkpoints.checkpoint_dir(config.init_from)
+    store = checkpoints.Checkpoints(where, read_only=True) if os.path.isdir(where) else None
+    if store is None or store.latest_step() is None:
+        raise UserError(f"init_from {config.init_from!r} holds no checkpoint.")
+    meta, shapes = store.meta(), store.param_shapes()
+    source_arch, target_arch = meta.get("arch"), models.canonical_name(config.arch)
+    if source_arch == target_arch:
+        layers = list(abstract_params)
+    elif source_arch == "vgg11":
+        layers = list(transfer.SHALLOW_TO_DEEP_LAYERS)
+    else:
+        raise UserError(f"init_from {config.init_from!r} holds a {source_arch} but the config "
+                        f"trains a {target_arch}: only a vgg11 (A) initialises another net.")
+    if "fc8" in layers and shapes.get("fc8") != jax.tree_util.tree_map(
+            lambda a: tuple(a.shape), dict(abstract_params["fc8"])):
+        logging.warning("init_from: fc8 has another number of classes; re-initialising it.")
+        layers.remove("fc8")
+    for name in layers:
+        for key, want in dict(abstract_params[name]).items():
+            have = shapes.get(name, {}).get(key)
+            if have != tuple(want.shape):
+                raise UserError(f"init_from {config.init_from!r} does not fit the model: "
+                                f"{name}/{key} has shape {have}, the model needs "
+                                f"{tuple(want.shape)}.")
+
+    def load(params: dict) -> tuple[dict, Optional[dict]]:
+        raw = store.restore_raw()
+        params = transfer.copy_layers(params, raw["params"], layers)
+        stats = raw.get("batch_stats") if source_arch == target_arch else None
+        store.close()
+        return params, stats or None
+
+    return load
+
+
+def _every(config, name: str, steps_per_epoch: int) -> int:
+    steps = config.get(f"{name}_every_steps", 0)
+    return steps if steps > 0 else max(1, int(round(config[f"{name}_every_epochs"]
+                                                    * steps_per_epoch)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains ``config`` in ``workdir`` (resuming from its checkpoints); returns final metrics.
+
+    Bad input raises ``vgg_jax.errors.UserError`` before any data is built or code compiled.
+    """
+    config = ml_collections.ConfigDict(config.to_dict())
+    _validate(config)
+    _check_workdir(workdir)
+    builder = sources.get_builder(config.dataset, config.data_dir, config.manual_dir)
+    sources.check_splits(builder, [config.train_split, config.eval_split])
+    meta = model_meta(config)
+    store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"),
+                                    keep=config.keep_checkpoints)
+    if store.latest_step() is not None:
+        checkpoints.check_same_model(store.meta(), meta, f"workdir {workdir!r}")
+    model = create_model(config, bn_axis_name=AXIS)
+    abstract = models.abstract_variables(model, config.image_size)
+    load_init = (_init_from_params(config, abstract["params"])
+                 if config.init_from and store.latest_step() is None else None)
+
+    sources.prepare(builder, config.manual_dir)
+    local_batch = config.batch_size // jax.process_count()
+    eval_local_batch = (config.eval_batch_size or config.batch_size) // jax.process_count()
+    data_kw = dict(crop=config.image_size, mean_rgb=tuple(config.mean_rgb),
+                   std_rgb=tuple(config.std_rgb), cache=config.cache)
+    start_step = store.latest_step() or 0
+    steps_per_epoch, train_iter = pipeline.train_batches(
+        builder, config.train_split, local_batch=local_batch, scale_min=config.train_scale_min,
+        scale_max=config.train_scale_max, seed=config.seed, start_step=start_step,
+        shuffle_buffer=config.shuffle_buffer, **data_kw)
+    total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
+    schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
+    tx = optim.create_optimizer(config, schedule)
+
+    init_rng, rng = jax.random.split(jax.random.key(config.seed))
+    image = jnp.zeros((1, config.image_size, config.image_size, 3))
+    variables = jax.jit(model.init)(init_rng, image)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    if load_init is not None:
+        params, stats = load_init(params)
+        batch_stats = stats or batch_stats
+        logging.info("Initialised from %s.", config.init_from)
+    state = TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
+                       opt_state=tx.init(params), plateau=optim.plateau_init())
+    if start_step:
+        state = store.restore(state)
+        logging.info("Resumed from step %d of %s.", start_step, store.directory)
+
+    p_train = jax.pmap(functools.partial(train_step, model=model, tx=tx, schedule=schedule),
+                       axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
+                       donate_argnums=(0,))
+    p_eval = jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS,
+                      in_axes=(None, 0), out_axes=None)
+    eval_data = functools.partial(pipeline.eval_batches, builder, config.eval_split,
+                                  local_batch=eval_local_batch, scale=config.eval_scale, **data_kw)
+
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    if start_step == 0:
+        writer.write_hparams({k: v for k, v in config.to_dict().items()
+                              if isinstance(v, (int, float, str, bool))})
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "config.json"), "w") as f:
+                json.dump(config.to_dict(), f, indent=2, default=str)
+    progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+    log_every = config.log_every_steps
+    eval_every = _every(config, "eval", steps_per_epoch)
+    ckpt_every = _every(config, "checkpoint", steps_per_epoch)
+    logging.info("Training %s for %d steps (%d per epoch), batch %d on %d devices.",
+                 config.arch, total_steps, steps_per_epoch, config.batch_size, jax.device_count())
+
+    history, eval_metrics, t0 = [], {}, time.time()
+    for step in range(start_step + 1, total_steps + 1):
+        batch = next(train_iter)
+        state, metrics = p_train(state, batch, rng)
+        history.append(metrics)
+        progress(step)
+        if step % log_every == 0 or step == total_steps:
+            summary = {f"train_{k}": float(np.mean(v))
+                       for k, v in jax.device_get(_stack(history)).items()}
+            if not math.isfinite(summary["train_loss"]):
+                raise FloatingPointError(f"Non-finite training loss at step {step}; the last "
+                                         f"checkpoint in {store.directory} is kept.")
+            summary["images_per_sec"] = len(history) * config.batch_size / (time.time() - t0)
+            writer.write_scalars(step, summary)
+            history, t0 = [], time.time()
+        evaluated = step % eval_every == 0 or step == total_steps
+        if evaluated:
+            eval_metrics = evaluate(p_eval, state, eval_data()[1])
+            state = state.replace(plateau=optim.plateau_update(
+                jax.device_get(state.plateau), eval_metrics["eval_top1"], config))
+            writer.write_scalars(step, eval_metrics)
+            t0 = time.time()
+        if evaluated or step % ckpt_every == 0:
+            store.save(step, state, meta, metrics=eval_metrics if evaluated else None)
+    writer.flush()
+    if not eval_metrics:  # resumed a finished run: report its final evaluation again
+        eval_metrics = evaluate(p_eval, state, eval_data()[1])
+    store.wait()
+    store.close()
+    return dict(eval_metrics, step=int(jax.device_get(state.step)))
+
+
+def _stack(history: list[dict]) -> dict:
+    return {k: jnp.stack([h[k] for h in history]) for k in history[0]}
