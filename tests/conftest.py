@@ -53,6 +53,7 @@ def tiny_config(image_folder, tmp_path):
     c.arch = "vgg11"
     c.width = 1 / 16
     c.fc_width = 32
+    c.dropout_rate = 0.0
     c.num_classes = 3
     c.dataset = f"imagefolder:{image_folder}"
     c.data_dir = str(tmp_path / "tfds")

@@ -44,6 +44,7 @@ def assert_trees(a, b, **tol):
 
 
 def test_end_to_end_learns_and_writes(tiny_config, tmp_path):
+    tiny_config.arch = "vgg11_bn"
     tiny_config.num_train_steps = 30
     tiny_config.eval_every_steps = 30
     tiny_config.checkpoint_every_steps = 10
@@ -51,15 +52,16 @@ def test_end_to_end_learns_and_writes(tiny_config, tmp_path):
     metrics = train.train_and_evaluate(tiny_config, workdir)
     loss = scalars(workdir, "train_loss")
     assert len(loss) == 30
-    first, last = np.mean([loss[s] for s in range(1, 6)]), np.mean([loss[s] for s in range(26, 31)])
-    assert last < 0.8 * first, (first, last)
+    first = np.mean([loss[s] for s in range(1, 6)])
+    last = np.median([loss[s] for s in range(21, 31)])  # batches of 8: single steps are noisy
+    assert last < 0.5 * first, (first, last)
     assert metrics["eval_count"] == 30 and metrics["step"] == 30
     assert 0.0 <= metrics["eval_top1"] <= metrics["eval_top5"] <= 1.0
     assert scalars(workdir, "eval_top1")[30] == pytest.approx(metrics["eval_top1"])
     assert min(scalars(workdir, "images_per_sec").values()) > 0
     store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
     assert store.all_steps() == [10, 20, 30]
-    assert store.meta()["arch"] == "vgg11" and store.meta()["num_classes"] == 3
+    assert store.meta()["arch"] == "vgg11_bn" and store.meta()["num_classes"] == 3
 
 
 def test_resume_continues_with_identical_state(tiny_config, tmp_path):
@@ -122,8 +124,9 @@ c = default.get_config()
 c.update(dict(arch="vgg11_bn", width=1/16, fc_width=32, num_classes=3, dropout_rate=0.0,
               dataset="imagefolder:{image_folder}", data_dir="{data_dir}", eval_split="test",
               image_size=32, train_scale_min=36, train_scale_max=36, eval_scale=36,
-              std_rgb=(58., 57., 57.), batch_size=16, eval_batch_size=16, shuffle_buffer=0,
-              learning_rate=0.05, schedule="constant", num_train_steps=4, eval_every_steps=4,
+              mean_rgb=(60., 60., 60.), std_rgb=(60., 60., 60.), batch_size=16,
+              eval_batch_size=16, shuffle_buffer=0,
+              learning_rate=0.005, schedule="constant", num_train_steps=4, eval_every_steps=4,
               checkpoint_every_steps=4, log_every_steps=4))
 print(train.train_and_evaluate(c, "{workdir}"))
 """
@@ -138,8 +141,8 @@ def test_eight_devices_match_one(image_folder, tmp_path):
     one = checkpoints.Checkpoints(str(tmp_path / "one" / "checkpoints"), read_only=True)
     eight = checkpoints.Checkpoints(str(tmp_path / "eight" / "checkpoints"), read_only=True)
     a, b = one.restore_raw(), eight.restore_raw()
-    assert_trees(a["params"], b["params"], rtol=2e-4, atol=2e-5)
-    assert_trees(a["batch_stats"], b["batch_stats"], rtol=2e-4, atol=2e-5)  # cross-replica BN
+    assert_trees(a["params"], b["params"], rtol=1e-5, atol=1e-6)
+    assert_trees(a["batch_stats"], b["batch_stats"], rtol=1e-5, atol=1e-6)  # cross-replica BN
 
 
 def _expect_user_error(config, workdir, match):
@@ -181,9 +184,13 @@ def test_existing_checkpoints_and_init_from_are_checked(tiny_config, tmp_path):
     wide.width, wide.init_from = 1 / 8, source
     _expect_user_error(wide, str(tmp_path / "wide"),
                        r"conv1_1/bias has shape \(4,\), the model needs \(8,\)")
+    b_net = tiny_config.copy_and_resolve_references()
+    b_net.arch, b_net.num_train_steps = "vgg13", 1
+    train.train_and_evaluate(b_net, str(tmp_path / "b"))
     deep = tiny_config.copy_and_resolve_references()
-    deep.arch, deep.init_from = "vgg16_bn", source
-    _expect_user_error(deep, str(tmp_path / "deep"), "only a vgg11 \\(A\\) initialises")
+    deep.arch, deep.init_from = "vgg16", str(tmp_path / "b")
+    _expect_user_error(deep, str(tmp_path / "deep"), "holds a vgg13 but the config trains a "
+                       "vgg16: only a vgg11 \\(A\\) initialises another net")
 
 
 def test_init_from_net_a_copies_its_layers(tiny_config, tmp_path):

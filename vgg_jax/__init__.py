@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 # weight-gradient convolutions about 10x slower (../benchmarks); switching them off makes
 # CPU training about 3x faster. Only takes effect if set before JAX starts its backend, and
 # never overrides a value the user chose. VGG_JAX_PLAIN_XLA=1 keeps XLA's defaults.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
 _FAST_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 if (_os.environ.get("VGG_JAX_PLAIN_XLA", "0") != "1"
         and "xla_cpu_experimental_ynn_fusion_type" not in _os.environ.get("XLA_FLAGS", "")):

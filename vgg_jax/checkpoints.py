@@ -16,6 +16,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
+from vgg_jax.errors import UserError
+
 BEST_METRIC = "eval_top1"
 MODEL_FIELDS = ("arch", "width", "fc_width", "num_classes")
 
@@ -39,8 +41,10 @@ class Checkpoints:
             preservation_policy=policy, create=not read_only, read_only=read_only,
             enable_async_checkpointing=not read_only)
         self.directory = os.path.abspath(directory)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "meta"))
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
 
     def latest_step(self) -> Optional[int]:
         """The newest saved step, or None."""
@@ -70,10 +74,17 @@ class Checkpoints:
             state=ocp.args.StandardRestore(abstract)))["state"]
 
     def restore_raw(self, step: Optional[int] = None) -> dict:
-        """The saved state as a nested dict of arrays, without a target structure."""
+        """The saved state as a nested dict of arrays on this process's first device.
+
+        Works whatever the device topology the checkpoint was written on.
+        """
         step = self.latest_step() if step is None else step
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+            self.manager.item_metadata(step)["state"])
         return self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))["state"]
+            state=ocp.args.StandardRestore(abstract)))["state"]
 
     def param_shapes(self, step: Optional[int] = None) -> dict:
         """{layer: {name: shape}} of the saved parameters, read from metadata only."""
@@ -89,9 +100,9 @@ class Checkpoints:
 
 
 def check_same_model(meta: dict, expected: dict, where: str) -> None:
-    """Raises ``ValueError`` if the model fields of ``meta`` differ from ``expected``."""
+    """Raises ``UserError`` if the model fields of ``meta`` differ from ``expected``."""
     for key in MODEL_FIELDS:
         if meta.get(key) != expected.get(key):
-            raise ValueError(
+            raise UserError(
                 f"{where} holds a {meta.get(key)!r} {key} but the config asks for "
                 f"{expected.get(key)!r}: use another workdir or change the config.")

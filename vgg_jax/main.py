@@ -4,12 +4,13 @@ Any config field can be overridden: ``--config.batch_size=128 --config.dataset=i
 Rerunning with the same workdir resumes from its latest checkpoint.
 """
 
+import logging as pylogging
 import sys
 
+import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import vgg_jax  # noqa: F401  (sets the fast XLA:CPU flags before JAX starts)
 from vgg_jax import train
 from vgg_jax.errors import UserError
 
@@ -20,15 +21,35 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.",
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv):
+    """absl's flag parsing, with a bad ``--config.x=`` override reported in one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    except (AttributeError, KeyError) as e:
+        field = str(e).strip("\"'")
+        print(f"error: unknown config field {field!r}: the fields are listed in configs/default.py.",
+              file=sys.stderr)
+    except (TypeError, ValueError) as e:
+        print(f"error: bad config override: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.INFO)
     # Orbax reports every file it writes at INFO; keep the log to training progress.
-    logging.get_absl_handler().python_handler.addFilter(
-        lambda r: r.levelno >= logging.WARNING or "/orbax/" not in r.pathname)
+    logging.get_absl_logger().addFilter(
+        lambda r: r.levelno >= pylogging.WARNING or "/orbax/" not in r.pathname)
     try:
-        metrics = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        config = FLAGS.config.copy_and_resolve_references()
+    except OSError as e:  # ml_collections reports an unloadable config file on first access
+        print(f"error: {' '.join(str(e.__cause__ or e).split())}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        metrics = train.train_and_evaluate(config, FLAGS.workdir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -37,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -125,9 +125,11 @@ def _initializers(init: str, init_std: float) -> tuple[Callable, Callable]:
     if init == "normal":
         normal = nn.initializers.normal(stddev=init_std)
         return normal, normal
-    if init == "he":  # torchvision's choice: Kaiming (fan-out) convs, N(0, 0.01) FC layers.
+    if init == "he":
+        # Kaiming fan-out convs as torchvision; Kaiming fan-in FC layers where torchvision uses
+        # N(0, 0.01), which only suits 4096-wide layers and stalls narrow nets.
         return (nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-                nn.initializers.normal(stddev=0.01))
+                nn.initializers.variance_scaling(2.0, "fan_in", "normal"))
     raise ValueError(f"Unknown init {init!r}; use 'glorot', 'normal' or 'he'.")
 
 
@@ -183,8 +185,8 @@ class VGG(nn.Module):
       fc_width: units of fc6 and fc7; defaults to ``round(4096 * width)``.
       dropout_rate: dropout after fc6 and fc7 in training.
       include_top: False gives the headless backbone, returning the pool5 feature map.
-      initializer: 'glorot' (Glorot uniform), 'normal' (the paper's N(0, init_std)), 'he' (Kaiming
-        fan-out convs as torchvision) or 'auto' (He with BatchNorm, Glorot without).
+      initializer: 'glorot' (Glorot uniform), 'normal' (the paper's N(0, init_std)), 'he' (Kaiming:
+        fan-out convs as torchvision, fan-in FC layers) or 'auto' (He with BatchNorm, Glorot without).
       dtype / param_dtype: computation and parameter dtypes (bf16 / float32 mixed precision).
       bn_axis_name: pmap axis over which BatchNorm statistics are averaged in training.
 
@@ -232,7 +234,9 @@ class VGG(nn.Module):
                             kernel_init=conv_init,
                             dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{name}")(x)
                 if spec.batch_norm:
+                    # Two-pass variance: E[x^2] - E[x]^2 cancels badly on uncentred inputs.
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                     use_fast_variance=False,
                                      dtype=self.dtype, param_dtype=self.param_dtype,
                                      axis_name=self.bn_axis_name if train else None,
                                      name=f"bn{name}")(x)
