@@ -234,9 +234,7 @@ class VGG(nn.Module):
                             kernel_init=conv_init,
                             dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{name}")(x)
                 if spec.batch_norm:
-                    # Two-pass variance: E[x^2] - E[x]^2 cancels badly on uncentred inputs.
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                     use_fast_variance=False,
                                      dtype=self.dtype, param_dtype=self.param_dtype,
                                      axis_name=self.bn_axis_name if train else None,
                                      name=f"bn{name}")(x)

@@ -67,6 +67,15 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
         raise ValueError(f"The split {split!r} has {shard_size} examples per process, fewer "
                          f"than one batch of {local_batch}: use a smaller batch_size.")
     base = _encoded(builder, shard, cache).enumerate()
+    start_epoch, skip = divmod(start_step, steps_per_epoch)
+    per_epoch = steps_per_epoch * local_batch
+
+    def epoch_examples(epoch):
+        # Shuffling depends on the epoch alone; resuming skips examples before decoding them.
+        ds = base.shuffle(shuffle_buffer or shard_size, seed=seed * 100_003 + epoch,
+                          reshuffle_each_iteration=False).take(per_epoch)
+        ds = ds.skip(tf.where(epoch == start_epoch, tf.cast(skip * local_batch, tf.int64), 0))
+        return ds.map(lambda index, example: (epoch, index, example))
 
     def preprocess(epoch, index, example):
         image_bytes, label = example
@@ -74,20 +83,15 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
         image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max)
         return {"images": augment.normalize(image, mean_rgb, std_rgb), "labels": label}
 
-    def epoch_dataset(epoch: int, skip_batches: int) -> tf.data.Dataset:
-        ds = base.shuffle(shuffle_buffer or shard_size, seed=seed * 100_003 + epoch,
-                          reshuffle_each_iteration=False)
-        ds = ds.take(steps_per_epoch * local_batch).skip(skip_batches * local_batch)
-        ds = ds.map(lambda i, ex: preprocess(tf.constant(epoch, tf.int64), i, ex),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    # One dataset over all epochs, so that the next epoch's shuffle buffer fills in the
+    # background instead of stalling training at every epoch boundary.
+    ds = tf.data.Dataset.range(start_epoch, 1 << 40).flat_map(epoch_examples)
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
     def batches() -> Iterator[Batch]:
-        epoch, skip = divmod(start_step, steps_per_epoch)
-        while True:
-            for batch in epoch_dataset(epoch, skip).as_numpy_iterator():
-                yield _to_devices(batch, num_devices)
-            epoch, skip = epoch + 1, 0
+        for batch in ds.as_numpy_iterator():
+            yield _to_devices(batch, num_devices)
 
     return steps_per_epoch, batches()
 

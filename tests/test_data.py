@@ -1,0 +1,68 @@
+"""The built-in data set, image folders and the exact-resume property of the pipeline."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vgg_jax.data import augment, pipeline, shapes, sources
+from vgg_jax.data import image_folder as folder_lib
+
+
+def test_shapes_are_deterministic_and_varied():
+    a, b = shapes.render(3, seed=11), shapes.render(3, seed=11)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+    others = [shapes.render(3, seed=s) for s in range(12, 20)]
+    assert min(np.abs(a.astype(int) - o).mean() for o in others) > 10
+    assert len(shapes.CLASSES) >= 10
+    assert sum(shapes.SPLIT_SIZES.values()) == 12_000
+
+
+def test_scan_layout(image_folder, tmp_path):
+    tree = folder_lib.scan(image_folder)
+    assert list(tree) == ["test", "train"]
+    assert [len(v) for v in tree["train"].values()] == [24, 24, 24]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        folder_lib.scan(str(tmp_path / "absent"))
+    (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="No images under"):
+        folder_lib.scan(str(tmp_path / "empty"))
+    assert folder_lib.config_name("/a/b/my-data") != folder_lib.config_name("/c/b/my-data")
+
+
+def test_resume_rebuilds_the_same_batches(image_folder, tmp_path):
+    builder = sources.get_builder(f"imagefolder:{image_folder}", str(tmp_path / "tfds"))
+    sources.prepare(builder)
+    kw = dict(local_batch=16, crop=32, scale_min=32, scale_max=44, mean_rgb=(0, 0, 0),
+              std_rgb=(1, 1, 1), seed=3, num_devices=2)
+    spe, it = pipeline.train_batches(builder, "train", **kw)
+    assert spe == 72 // 16
+    straight = [next(it) for _ in range(7)]  # crosses an epoch boundary
+    _, resumed = pipeline.train_batches(builder, "train", start_step=5, **kw)
+    for want, got in zip(straight[5:], [next(resumed), next(resumed)]):
+        np.testing.assert_array_equal(want["images"], got["images"])
+        np.testing.assert_array_equal(want["labels"], got["labels"])
+    assert not np.array_equal(straight[0]["labels"], straight[spe]["labels"])  # reshuffled
+    assert straight[0]["images"].shape == (2, 8, 32, 32, 3)
+
+
+def test_augment_crop_and_eval(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8)
+    data = tf.io.encode_jpeg(image).numpy()
+    crops = [augment.train_image(tf.constant(data), tf.constant([0, i], tf.int64), 32, 36, 48)
+             for i in range(4)]
+    assert all(c.shape == (32, 32, 3) and c.dtype == tf.float32 for c in crops)
+    png = tf.io.encode_png(image).numpy()
+    e1 = augment.eval_image(tf.constant(png), 32, 40)
+    e2 = augment.eval_image(tf.constant(png), 32, 40)
+    np.testing.assert_array_equal(e1, e2)
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        augment.eval_image(tf.constant(png), 32, 30)
+
+
+def test_missing_imagenet_archives_are_named(tmp_path):
+    with pytest.raises(sources.DatasetError, match="ILSVRC2012_img_train.tar"):
+        sources.get_builder("imagenet2012", str(tmp_path / "tfds"), str(tmp_path / "manual"))
+    assert not os.path.exists(tmp_path / "tfds" / "imagenet2012" / "5.1.0")
