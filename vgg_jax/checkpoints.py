@@ -34,7 +34,8 @@ class Checkpoints:
     def __init__(self, directory: str, keep: int = 3, read_only: bool = False):
         policy = cm.AnyPreservationPolicy([
             cm.LatestN(keep),
-            cm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=True, n=1,
+            # Sorted ascending, BestN keeps the last n: the highest top-1.
+            cm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
                      keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(
