@@ -28,6 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train_scale_min = 256    # S: fixed when min == max, else jittered per image
     c.train_scale_max = 256
     c.eval_scale = 256         # Q for the single-crop validation during training
+    c.train_crop = "scale"     # scale (the paper's) | inception (random-resized crop)
+    c.pca_std = 0.1            # AlexNet's PCA colour shift; 0 turns it off
     c.mean_rgb = (123.68, 116.779, 103.939)
     c.std_rgb = (1.0, 1.0, 1.0)  # the paper only subtracts the mean
     c.shuffle_buffer = 16_384  # 0: the whole shard

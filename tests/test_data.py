@@ -66,3 +66,29 @@ def test_missing_imagenet_archives_are_named(tmp_path):
     with pytest.raises(sources.DatasetError, match="ILSVRC2012_img_train.tar"):
         sources.get_builder("imagenet2012", str(tmp_path / "tfds"), str(tmp_path / "manual"))
     assert not os.path.exists(tmp_path / "tfds" / "imagenet2012" / "5.1.0")
+
+
+def test_pca_lighting_statistics():
+    image = tf.zeros((4, 4, 3))
+    shifts = np.stack([augment.pca_lighting(image, tf.constant([7, i], tf.int64), 0.1)[0, 0]
+                       for i in range(2000)])
+    assert np.abs(shifts.mean(0)).max() < 0.5
+    eigvec = np.array(augment.IMAGENET_PCA_EIGVEC)
+    projected = shifts @ eigvec  # coordinates along the principal components
+    expected = 0.1 * 255 * np.array(augment.IMAGENET_PCA_EIGVAL)
+    np.testing.assert_allclose(projected.std(0), expected, rtol=0.1)
+
+
+def test_flip_rate_and_inception_crop():
+    half = np.zeros((40, 40, 3), np.uint8)
+    half[:, :20] = 255  # bright left half: a flip makes the right half bright
+    data = tf.constant(tf.io.encode_png(half).numpy())
+    flips = [float(tf.reduce_mean(augment.train_image(data, tf.constant([1, i], tf.int64),
+                                                      32, 40, 40)[:, :8]) < 128)
+             for i in range(400)]
+    assert 0.42 < np.mean(flips) < 0.58
+    crop = augment.train_image(data, tf.constant([3, 4], tf.int64), 32, 40, 40,
+                               crop_mode="inception")
+    assert crop.shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="Unknown crop_mode"):
+        augment.train_image(data, tf.constant([3, 4], tf.int64), 32, 40, 40, crop_mode="x")

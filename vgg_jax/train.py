@@ -146,6 +146,8 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     if not config.image_size <= config.train_scale_min <= config.train_scale_max:
         raise UserError(f"Need image_size <= train_scale_min <= train_scale_max; got "
                         f"{config.image_size}, {config.train_scale_min}, {config.train_scale_max}.")
+    if config.train_crop not in ("scale", "inception"):
+        raise UserError(f"Unknown train_crop {config.train_crop!r}; use 'scale' or 'inception'.")
     if config.eval_scale < config.image_size:
         raise UserError(f"eval_scale {config.eval_scale} is smaller than the crop "
                         f"image_size {config.image_size}.")
@@ -241,7 +243,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     steps_per_epoch, train_iter = pipeline.train_batches(
         builder, config.train_split, local_batch=local_batch, scale_min=config.train_scale_min,
         scale_max=config.train_scale_max, seed=config.seed, start_step=start_step,
-        shuffle_buffer=config.shuffle_buffer, **data_kw)
+        shuffle_buffer=config.shuffle_buffer, crop_mode=config.train_crop,
+        pca_std=config.pca_std, **data_kw)
     total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule)

@@ -16,6 +16,11 @@ from typing import Sequence
 import tensorflow as tf
 
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+# AlexNet's PCA of ImageNet RGB pixels (0-1 scale), as in fb.resnet.torch's transforms.lua.
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                       (-0.5808, -0.0045, -0.8140),
+                       (-0.5836, -0.6948, 0.4203))
 
 
 def _shape(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -60,24 +65,55 @@ def normalize(image: tf.Tensor, mean_rgb: Sequence[float], std_rgb: Sequence[flo
     return (image - tf.constant(mean_rgb, tf.float32)) / tf.constant(std_rgb, tf.float32)
 
 
-def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: int,
-                scale_max: int, flip: bool = True) -> tf.Tensor:
-    """Random-scale, random-crop, random-flip training image (float32, 0-255 range).
+def pca_lighting(image: tf.Tensor, seed: tf.Tensor, std: float) -> tf.Tensor:
+    """AlexNet's colour shift: adds eigvec @ (alpha * eigval), alpha ~ N(0, std), per image.
 
-    ``seed`` is a stateless seed of shape [2]; S is drawn uniformly from the integers in
-    [scale_min, scale_max] (a fixed S when they are equal).
+    ``image`` is in the 0-255 range, so the eigenvalues are scaled by 255.
+    """
+    alpha = tf.random.stateless_normal([3], seed, stddev=std)
+    eigval = tf.constant(IMAGENET_PCA_EIGVAL, tf.float32) * 255.0
+    shift = tf.linalg.matvec(tf.constant(IMAGENET_PCA_EIGVEC, tf.float32), alpha * eigval)
+    return image + shift
+
+
+def _inception_window(shape: tf.Tensor, seed: tf.Tensor, area_range=(0.08, 1.0),
+                      aspect_range=(3 / 4, 4 / 3)) -> tf.Tensor:
+    """A random-resized-crop window [y, x, h, w] (Szegedy et al.'s "inception" crop)."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.concat([shape, [3]], 0), tf.zeros([0, 0, 4], tf.float32), seed=seed,
+        min_object_covered=0.0, aspect_ratio_range=aspect_range, area_range=area_range,
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: int,
+                scale_max: int, flip: bool = True, crop_mode: str = "scale",
+                pca_std: float = 0.0) -> tf.Tensor:
+    """Random-crop, random-flip, colour-shifted training image (float32, 0-255 range).
+
+    ``crop_mode="scale"`` is the paper's: S drawn uniformly from the integers in
+    [scale_min, scale_max] (a fixed S when they are equal), then a random ``crop`` square;
+    ``"inception"`` is the random-resized crop (8%-100% of the area, aspect 3/4-4/3).
+    ``pca_std`` > 0 adds AlexNet's PCA colour shift. ``seed`` is a stateless seed [2].
     """
     if scale_min < crop or scale_max < scale_min:
         raise ValueError(f"Need crop <= scale_min <= scale_max, got crop {crop}, "
                          f"scale [{scale_min}, {scale_max}].")
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    scale = tf.random.stateless_uniform([], seeds[0], scale_min, scale_max + 1, tf.int32)
-    offset = tf.random.stateless_uniform([2], seeds[1])
-    window = _window(_shape(image_bytes), scale, crop, offset)
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    if crop_mode == "scale":
+        scale = tf.random.stateless_uniform([], seeds[0], scale_min, scale_max + 1, tf.int32)
+        offset = tf.random.stateless_uniform([2], seeds[1])
+        window = _window(_shape(image_bytes), scale, crop, offset)
+    elif crop_mode == "inception":
+        window = _inception_window(_shape(image_bytes), seeds[0])
+    else:
+        raise ValueError(f"Unknown crop_mode {crop_mode!r}; use 'scale' or 'inception'.")
     image = _resize(_decode_window(image_bytes, window), crop)
     if flip:
         image = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5,
                         lambda: tf.image.flip_left_right(image), lambda: image)
+    if pca_std > 0:
+        image = pca_lighting(image, seeds[3], pca_std)
     return image
 
 

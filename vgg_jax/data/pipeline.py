@@ -49,12 +49,14 @@ def _to_devices(batch: Batch, num_devices: int) -> Batch:
 def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int,
                   crop: int, scale_min: int, scale_max: int, mean_rgb, std_rgb, seed: int,
                   start_step: int = 0, shuffle_buffer: int = 0, cache: bool = True,
+                  crop_mode: str = "scale", pca_std: float = 0.0,
                   num_devices: Optional[int] = None, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> tuple[int, Iterator[Batch]]:
     """(steps per epoch, endless iterator of training batches from ``start_step`` on).
 
     Batches hold ``images`` (num_devices, per_device, crop, crop, 3) float32 and ``labels``.
-    ``shuffle_buffer=0`` shuffles the process's whole shard.
+    ``shuffle_buffer=0`` shuffles the process's whole shard; ``crop_mode`` and ``pca_std``
+    are those of ``augment.train_image``.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -80,7 +82,8 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
     def preprocess(epoch, index, example):
         image_bytes, label = example
         ex_seed = tf.stack([tf.cast(seed, tf.int64), epoch * (1 << 32) + index])
-        image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max)
+        image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max,
+                                    crop_mode=crop_mode, pca_std=pca_std)
         return {"images": augment.normalize(image, mean_rgb, std_rgb), "labels": label}
 
     # One dataset over all epochs, so that the next epoch's shuffle buffer fills in the
