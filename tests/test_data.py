@@ -92,3 +92,76 @@ def test_flip_rate_and_inception_crop():
     assert crop.shape == (32, 32, 3)
     with pytest.raises(ValueError, match="Unknown crop_mode"):
         augment.train_image(data, tf.constant([3, 4], tf.int64), 32, 40, 40, crop_mode="x")
+
+
+def test_fused_decode_crop_equals_rescale_then_crop():
+    yy, xx = np.mgrid[:375, :500]
+    smooth = np.stack([yy * 0.6, xx * 0.5, (yy + xx) * 0.3], -1) % 255  # a photo-like ramp
+    data = tf.constant(tf.io.encode_jpeg(smooth.astype(np.uint8), quality=95).numpy())
+    for i in range(6):
+        seed = tf.constant([5, i], tf.int64)
+        fused = augment.train_image(data, seed, 224, 256, 512, flip=False)
+        plain = augment.reference_train_crop(data, seed, 224, 256, 512)
+        assert plain.shape == fused.shape == (224, 224, 3)
+        assert float(tf.reduce_mean(tf.abs(fused - plain))) < 3.0  # of 255: resize rounding
+
+
+def test_scale_jitter_spans_its_bounds():
+    draws = [augment.draw_scale_and_offset(tf.constant([9, i], tf.int64), 256, 512)
+             for i in range(400)]
+    sizes = np.array([int(d[0]) for d in draws])
+    offsets = np.array([d[1].numpy() for d in draws])
+    assert sizes.min() >= 256 and sizes.max() <= 512
+    assert sizes.min() < 270 and sizes.max() > 500 and 365 < sizes.mean() < 405
+    assert offsets.min() >= 0 and offsets.max() <= 1 and 0.45 < offsets.mean() < 0.55
+    fixed = {int(augment.draw_scale_and_offset(tf.constant([1, i], tf.int64), 384, 384)[0])
+             for i in range(20)}
+    assert fixed == {384}
+
+
+def test_process_shards_are_disjoint_and_cover(image_folder, tmp_path):
+    import tensorflow_datasets as tfds
+    builder = sources.get_builder(f"imagefolder:{image_folder}", str(tmp_path / "tfds"))
+    sources.prepare(builder)
+    names = [[ex["file_name"] for ex in tfds.as_numpy(builder.as_dataset(
+        split=pipeline._process_split("train", i, 2)))] for i in range(2)]
+    assert not set(names[0]) & set(names[1])
+    assert len(names[0]) + len(names[1]) == 72 and abs(len(names[0]) - len(names[1])) <= 1
+
+
+def test_crop_windows_stay_inside_the_image():
+    for i, (h, w) in enumerate([(40, 300), (333, 41), (256, 256), (500, 375)]):
+        shape = tf.constant([h, w])
+        for scale in (224, 256, 384, 512):
+            for offset in ([0.0, 0.0], [1.0, 1.0], [0.3, 0.9]):
+                y, x, ch, cw = augment._window(shape, tf.constant(scale), 224,
+                                               tf.constant(offset)).numpy()
+                assert y >= 0 and x >= 0 and y + ch <= h and x + cw <= w and ch == cw > 0
+
+
+def test_unreadable_files_are_reported_and_skipped(image_folder, tmp_path, caplog):
+    import shutil
+    root = tmp_path / "copy"
+    shutil.copytree(image_folder, root)
+    (root / "train" / "red_disc" / "broken.jpg").write_bytes(b"not an image at all")
+    builder = sources.get_builder(f"imagefolder:{root}", str(tmp_path / "tfds"))
+    sources.prepare(builder)
+    assert builder.info.splits["train"].num_examples == 72
+    assert "broken.jpg" in caplog.text
+
+
+def test_rgb_stats_command(image_folder, tmp_path):
+    import glob
+    import subprocess
+    import sys
+    pixels = np.concatenate([tf.io.decode_jpeg(open(f, "rb").read(), 3).numpy().reshape(-1, 3)
+                             for f in glob.glob(f"{image_folder}/test/*/*.jpg")]).astype(float)
+    res = subprocess.run([sys.executable, "-m", "vgg_jax.data.stats",
+                          f"--dataset=imagefolder:{image_folder}", "--split=test",
+                          f"--data_dir={tmp_path / 'tfds'}"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-1500:]
+    line = res.stdout.strip().splitlines()[-1]
+    mean = [float(v) for v in line.split("mean_rgb='(")[1].split(")")[0].split(",")]
+    std = [float(v) for v in line.split("std_rgb='(")[1].split(")")[0].split(",")]
+    np.testing.assert_allclose(mean, pixels.mean(0), atol=1e-3)
+    np.testing.assert_allclose(std, pixels.std(0), atol=1e-3)

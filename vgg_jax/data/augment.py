@@ -86,6 +86,16 @@ def _inception_window(shape: tf.Tensor, seed: tf.Tensor, area_range=(0.08, 1.0),
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
+def draw_scale_and_offset(seed: tf.Tensor, scale_min: int, scale_max: int):
+    """The per-image draws of the paper's crop: (S, crop offset in [0, 1]^2, flip/colour seeds).
+
+    S is uniform over the integers in [scale_min, scale_max].
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    scale = tf.random.stateless_uniform([], seeds[0], scale_min, scale_max + 1, tf.int32)
+    return scale, tf.random.stateless_uniform([2], seeds[1]), seeds
+
+
 def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: int,
                 scale_max: int, flip: bool = True, crop_mode: str = "scale",
                 pca_std: float = 0.0) -> tf.Tensor:
@@ -99,10 +109,8 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: i
     if scale_min < crop or scale_max < scale_min:
         raise ValueError(f"Need crop <= scale_min <= scale_max, got crop {crop}, "
                          f"scale [{scale_min}, {scale_max}].")
-    seeds = tf.random.experimental.stateless_split(seed, 4)
+    scale, offset, seeds = draw_scale_and_offset(seed, scale_min, scale_max)
     if crop_mode == "scale":
-        scale = tf.random.stateless_uniform([], seeds[0], scale_min, scale_max + 1, tf.int32)
-        offset = tf.random.stateless_uniform([2], seeds[1])
         window = _window(_shape(image_bytes), scale, crop, offset)
     elif crop_mode == "inception":
         window = _inception_window(_shape(image_bytes), seeds[0])
@@ -115,6 +123,22 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: i
     if pca_std > 0:
         image = pca_lighting(image, seeds[3], pca_std)
     return image
+
+
+def reference_train_crop(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: int,
+                         scale_max: int) -> tf.Tensor:
+    """The naive path of ``train_image`` (no flip or colour shift): decode the whole image,
+    rescale it so its smallest side is S, then crop. Same random draws as the fused path.
+
+    Kept to check the fused path against and as the benchmarks' baseline.
+    """
+    scale, offset, _ = draw_scale_and_offset(seed, scale_min, scale_max)
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    size = tf.cast(tf.round(shape * tf.cast(scale, tf.float32) / tf.reduce_min(shape)), tf.int32)
+    image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
+    top_left = tf.cast(tf.round(offset * tf.cast(size - crop, tf.float32)), tf.int32)
+    return image[top_left[0]:top_left[0] + crop, top_left[1]:top_left[1] + crop]
 
 
 def eval_image(image_bytes: tf.Tensor, crop: int, scale: int) -> tf.Tensor:

@@ -4,6 +4,7 @@ The files' bytes are stored unchanged (JPEG, PNG, ...) in TFDS record files, onc
 TFDS data directory, under a config named after the folder and a hash of its path; the
 training pipeline then reads them like any other TFDS data set. Class names are the
 sub-folders of the first split in sorted order; every split must use the same classes.
+Files that cannot be read as images are logged by name and left out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import re
 
 import tensorflow_datasets as tfds
+from absl import logging
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -86,7 +89,12 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, classes: dict[str, list[str]]):
         for label, (_, files) in enumerate(classes.items()):
             for path in files:
-                with open(path, "rb") as f:
-                    data = f.read()
                 key = os.path.relpath(path, self._root)
-                yield key, {"image": data, "label": label, "file_name": key}
+                try:  # an unreadable file is reported and left out, never fatal
+                    with Image.open(path) as image:
+                        image.verify()
+                except Exception as e:  # pylint: disable=broad-except
+                    logging.warning("Skipping unreadable image %s: %s", path, e)
+                    continue
+                with open(path, "rb") as f:
+                    yield key, {"image": f.read(), "label": label, "file_name": key}
