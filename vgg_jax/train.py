@@ -245,6 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         scale_max=config.train_scale_max, seed=config.seed, start_step=start_step,
         shuffle_buffer=config.shuffle_buffer, crop_mode=config.train_crop,
         pca_std=config.pca_std, **data_kw)
+    train_iter = pipeline.prefetch_to_device(train_iter)
     total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule)
@@ -270,6 +271,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       in_axes=(None, 0), out_axes=None)
     eval_data = functools.partial(pipeline.eval_batches, builder, config.eval_split,
                                   local_batch=eval_local_batch, scale=config.eval_scale, **data_kw)
+
+    def run_eval(state):
+        return evaluate(p_eval, state, pipeline.prefetch_to_device(eval_data()[1]))
 
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     if start_step == 0:
@@ -302,7 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             history, t0 = [], time.time()
         evaluated = step % eval_every == 0 or step == total_steps
         if evaluated:
-            eval_metrics = evaluate(p_eval, state, eval_data()[1])
+            eval_metrics = run_eval(state)
             state = state.replace(plateau=optim.plateau_update(
                 jax.device_get(state.plateau), eval_metrics["eval_top1"], config))
             writer.write_scalars(step, eval_metrics)
@@ -311,7 +315,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             store.save(step, state, meta, metrics=eval_metrics if evaluated else None)
     writer.flush()
     if not eval_metrics:  # resumed a finished run: report its final evaluation again
-        eval_metrics = evaluate(p_eval, state, eval_data()[1])
+        eval_metrics = run_eval(state)
     store.wait()
     store.close()
     return dict(eval_metrics, step=int(jax.device_get(state.step)))

@@ -11,7 +11,9 @@ Evaluation data covers the split exactly once: the last batch is padded and carr
 
 from __future__ import annotations
 
+import collections
 import math
+import os
 from typing import Iterator, Optional
 
 import jax
@@ -26,6 +28,14 @@ Batch = dict[str, np.ndarray]
 
 def _process_split(split: str, process_index: int, process_count: int) -> str:
     return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
+
+
+def _with_options(ds: tf.data.Dataset) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = os.cpu_count() or 1
+    options.threading.max_intra_op_parallelism = 1  # parallelism across images, not within
+    options.autotune.enabled = True
+    return ds.with_options(options)
 
 
 def _encoded(builder: tfds.core.DatasetBuilder, split: str, cache: bool) -> tf.data.Dataset:
@@ -90,7 +100,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
     # background instead of stalling training at every epoch boundary.
     ds = tf.data.Dataset.range(start_epoch, 1 << 40).flat_map(epoch_examples)
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = _with_options(ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
     def batches() -> Iterator[Batch]:
         for batch in ds.as_numpy_iterator():
@@ -120,7 +130,7 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: 
                                                           mean_rgb, std_rgb),
                               "labels": y},
                 num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE)
+    ds = _with_options(ds.batch(local_batch).prefetch(tf.data.AUTOTUNE))
 
     def batches() -> Iterator[Batch]:
         produced = 0
@@ -143,3 +153,20 @@ def _pad(batch: Batch, size: int) -> Batch:
            for k, v in batch.items()}
     out["mask"] = (np.arange(size) < n).astype(np.float32)
     return out
+
+
+def prefetch_to_device(batches: Iterator[Batch], size: int = 2) -> Iterator:
+    """Copies the next ``size`` batches to the local devices ahead of their use.
+
+    Each array (num_devices, per_device, ...) is split over the devices along its first
+    axis, as ``jax.pmap`` expects, so the transfer overlaps the previous step.
+    """
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    queue = collections.deque()
+    for batch in batches:
+        queue.append(jax.device_put(batch, sharding))
+        if len(queue) > size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
