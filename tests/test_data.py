@@ -165,3 +165,12 @@ def test_rgb_stats_command(image_folder, tmp_path):
     std = [float(v) for v in line.split("std_rgb='(")[1].split(")")[0].split(",")]
     np.testing.assert_allclose(mean, pixels.mean(0), atol=1e-3)
     np.testing.assert_allclose(std, pixels.std(0), atol=1e-3)
+
+
+def test_dense_eval_keeps_the_whole_rescaled_image_and_mean_is_subtracted():
+    image = np.full((60, 90, 3), 100, np.uint8)
+    data = tf.constant(tf.io.encode_png(image).numpy())
+    full = augment.rescaled_image(data, 40)
+    assert full.shape == (40, 60, 3)
+    normal = augment.normalize(full, (100.0, 90.0, 80.0), (1.0, 2.0, 4.0))
+    np.testing.assert_allclose(normal.numpy()[0, 0], [0.0, 5.0, 5.0], atol=1e-4)

@@ -4,7 +4,8 @@ Training: isotropic rescale so that the smallest side is S (S fixed, or drawn pe
 [S_min, S_max]), one random crop, random horizontal flip, mean-RGB subtraction. The crop is
 computed in the original image's coordinates and only that window is decoded
 (``tf.io.decode_and_crop_jpeg``) and then resized: the same as rescale-then-crop, at a
-fraction of the decoding cost. Evaluation: rescale to Q and take the centre crop.
+fraction of the decoding cost. Evaluation: rescale to Q and take the centre crop, or keep the whole rescaled image
+(dense evaluation).
 
 All randomness is stateless and driven by a per-example seed, so a run resumes exactly.
 """
@@ -133,10 +134,8 @@ def reference_train_crop(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, sca
     Kept to check the fused path against and as the benchmarks' baseline.
     """
     scale, offset, _ = draw_scale_and_offset(seed, scale_min, scale_max)
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    size = tf.cast(tf.round(shape * tf.cast(scale, tf.float32) / tf.reduce_min(shape)), tf.int32)
-    image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
+    image = rescaled_image(image_bytes, scale)
+    size = tf.shape(image)[:2]
     top_left = tf.cast(tf.round(offset * tf.cast(size - crop, tf.float32)), tf.int32)
     return image[top_left[0]:top_left[0] + crop, top_left[1]:top_left[1] + crop]
 
@@ -147,3 +146,11 @@ def eval_image(image_bytes: tf.Tensor, crop: int, scale: int) -> tf.Tensor:
         raise ValueError(f"The test scale Q={scale} is smaller than the crop {crop}.")
     window = _window(_shape(image_bytes), tf.constant(scale), crop, tf.constant([0.5, 0.5]))
     return _resize(_decode_window(image_bytes, window), crop)
+
+
+def rescaled_image(image_bytes: tf.Tensor, scale: int) -> tf.Tensor:
+    """The whole image rescaled so its smallest side is ``scale`` (Q), for dense evaluation."""
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    size = tf.cast(tf.round(shape * tf.cast(scale, tf.float32) / tf.reduce_min(shape)), tf.int32)
+    return tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
