@@ -219,7 +219,14 @@ class VGG(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False, dense: bool = False,
-                 return_map: bool = False) -> Array:
+                 return_map: bool = False, mask: Optional[Array] = None) -> Array:
+        """Logits (N, classes); see the class docstring.
+
+        ``mask`` (N, H, W, 1), 1 on real pixels and 0 on padding, makes dense evaluation of
+        a padded batch exact: activations are zeroed outside the image after every layer, as
+        "same" padding would see them, and only score-map positions whose fc6 window lies
+        inside the image are averaged.
+        """
         spec = get_spec(self.arch)
         if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] < 32 or x.shape[2] < 32:
             raise ValueError(
@@ -227,6 +234,9 @@ class VGG(nn.Module):
                 f"with height and width >= 32 (five 2x2 poolings); got {tuple(x.shape)}.")
         init = self.initializer if self.initializer != "auto" else ("he" if spec.batch_norm else "glorot")
         conv_init, fc_init = _initializers(init, self.init_std)
+        if mask is not None:
+            mask = mask.astype(x.dtype)
+            x = x * mask
         for b, block in enumerate(spec.blocks, start=1):
             for i, (channels, kernel) in enumerate(block, start=1):
                 name = f"{b}_{i}"
@@ -239,11 +249,16 @@ class VGG(nn.Module):
                                      axis_name=self.bn_axis_name if train else None,
                                      name=f"bn{name}")(x)
                 x = nn.relu(x)
+                if mask is not None:
+                    x = x * mask.astype(x.dtype)
                 self._record(f"conv{name}", x)
             if spec.lrn and b == 1:
                 x = local_response_norm(x)
                 self._record("lrn1", x)
             x = max_pool_2x2(x)
+            if mask is not None:  # a pooled cell is valid where all its pixels are
+                mask = -max_pool_2x2(-mask)
+                x = x * mask.astype(x.dtype)
             self._record(f"pool{b}", x)
         if not self.include_top:
             return x
@@ -255,7 +270,12 @@ class VGG(nn.Module):
         x = self._hidden(nn.Dense(fc_width, name="fc7", **dense_kw)(x), "fc7", train)
         x = nn.Dense(self.num_classes, name="fc8", **dense_kw)(x)
         if dense and not return_map:
-            x = x.mean(axis=(1, 2))
+            if mask is None:
+                return x.mean(axis=(1, 2))
+            window = mask.shape[1] - x.shape[1] + 1  # the fc6 window on pool5
+            valid = -nn.max_pool(-mask, (window, window), strides=(1, 1), padding="VALID")
+            valid = valid.astype(x.dtype)
+            return (x * valid).sum(axis=(1, 2)) / jnp.maximum(valid.sum(axis=(1, 2)), 1)
         return x
 
 

@@ -57,7 +57,8 @@ def model_meta(config: ml_collections.ConfigDict) -> dict:
     return {"arch": models.canonical_name(config.arch), "width": config.width,
             "fc_width": config.fc_width, "num_classes": config.num_classes,
             "image_size": config.image_size, "mean_rgb": list(config.mean_rgb),
-            "std_rgb": list(config.std_rgb), "eval_scale": config.eval_scale}
+            "std_rgb": list(config.std_rgb), "eval_scale": config.eval_scale,
+            "train_scale": [config.train_scale_min, config.train_scale_max]}
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
@@ -65,10 +66,16 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
-def topk_correct(logits: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarray:
-    """1.0 where ``labels`` is among the ``k`` highest logits (ties count against the label)."""
-    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    return (jnp.sum(logits > label_logit, axis=-1) < k).astype(jnp.float32)
+def topk_correct(scores: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarray:
+    """1.0 where ``labels`` is among the ``k`` highest scores.
+
+    Ties are broken by class index, as ``argmax`` and ``top_k`` break them: a class with the
+    label's score and a lower index ranks above the label.
+    """
+    label_score = jnp.take_along_axis(scores, labels[:, None], axis=-1)
+    lower = jnp.arange(scores.shape[-1]) < labels[:, None]
+    rank = jnp.sum((scores > label_score) | ((scores == label_score) & lower), axis=-1)
+    return (rank < k).astype(jnp.float32)
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.VGG,

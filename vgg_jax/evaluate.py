@@ -1,0 +1,317 @@
+"""The paper's evaluation protocols (sections 3.2 and 4), for one checkpoint or an ensemble.
+
+    python -m vgg_jax.evaluate --checkpoint=WORKDIR [--checkpoint=WORKDIR2 ...] \
+        [--config=configs/vgg16.py] [--scales=256,384,512] [--protocols=single,dense,...]
+
+Protocols, each averaging soft-max posteriors over the test scales Q and the checkpoints:
+- ``single``: rescale to Q, centre crop (what torchvision and Keras report);
+- ``dense``: the whole rescaled image through the fully-convolutional net, class score map
+  averaged spatially, posteriors averaged with those of the horizontal flip;
+- ``multicrop``: a 5x5 grid of crops times 2 flips (50 per scale);
+- ``dense+multicrop``: the average of the two.
+Dense inputs of any size are padded into a few shapes per scale (their long side rounded up
+to a multiple of ``bucket``), with the padding masked out exactly, so each shape compiles once.
+The table (protocol, train scale, test scales, top-1 and top-5 error, images, seconds) is
+printed and written as JSON and CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from typing import Iterable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vgg_jax import checkpoints, models, train
+from vgg_jax.data import augment, pipeline, sources
+from vgg_jax.errors import UserError
+
+PROTOCOLS = ("single", "dense", "multicrop", "dense+multicrop")
+
+
+class Net:
+    """A model with its variables and the metadata saved with it (see ``Net.load``)."""
+
+    def __init__(self, model: models.VGG, variables: dict, meta: dict, path: str = ""):
+        self.model, self.variables, self.meta, self.path = model, variables, meta, path
+        self._logits = jax.jit(lambda v, x: self.model.apply(v, x))
+        self._dense = jax.jit(lambda v, x, m: self.model.apply(v, x, dense=True, mask=m))
+
+    @classmethod
+    def load(cls, path: str) -> "Net":
+        """Restores the latest checkpoint of a training workdir (or checkpoints folder)."""
+        where = checkpoints.checkpoint_dir(path)
+        store = checkpoints.Checkpoints(where, read_only=True) if os.path.isdir(where) else None
+        if store is None or store.latest_step() is None:
+            raise UserError(f"No checkpoint in {path!r}: pass a training workdir or its "
+                            f"checkpoints folder.")
+        meta = store.meta()
+        model = models.create_model(meta["arch"], num_classes=meta["num_classes"],
+                                    width=meta["width"], fc_width=meta["fc_width"] or None)
+        raw = store.restore_raw()
+        store.close()
+        variables = {"params": raw["params"]}
+        if raw.get("batch_stats"):
+            variables["batch_stats"] = raw["batch_stats"]
+        return cls(model, variables, meta, path)
+
+    def check(self, config: Optional[ml_collections.ConfigDict]) -> None:
+        """Raises ``UserError`` if the checkpoint is not the model ``config`` describes."""
+        if config is None:
+            return
+        expected = {"arch": models.canonical_name(config.arch), "width": config.width,
+                    "fc_width": config.fc_width, "num_classes": config.num_classes}
+        checkpoints.check_same_model(self.meta, expected, f"checkpoint {self.path!r}")
+
+    def posteriors(self, images: np.ndarray) -> np.ndarray:
+        """Soft-max posteriors of a batch of crops (N, crop, crop, 3)."""
+        return np.asarray(jax.nn.softmax(self._logits(self.variables, images).astype(
+            jnp.float32)))
+
+    def dense_posteriors(self, images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Posteriors from the spatially averaged class score map of padded images."""
+        logits = self._dense(self.variables, images, mask)
+        return np.asarray(jax.nn.softmax(logits.astype(jnp.float32)))
+
+
+def multicrop_positions(height: int, width: int, crop: int, grid: int = 5) -> list[tuple]:
+    """Top-left corners of a ``grid`` x ``grid`` lattice of crops covering the image."""
+    if height < crop or width < crop:
+        raise UserError(f"A {height}x{width} image is smaller than the {crop} crop.")
+    ys = np.linspace(0, height - crop, grid).round().astype(int)
+    xs = np.linspace(0, width - crop, grid).round().astype(int)
+    return [(int(y), int(x)) for y in ys for x in xs]
+
+
+def topk_errors(posteriors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(top-1, top-5) error, ties broken by class index (see ``train.topk_correct``)."""
+    return tuple(1.0 - float(jnp.mean(train.topk_correct(jnp.asarray(posteriors),
+                                                         jnp.asarray(labels), k)))
+                 for k in (1, 5))
+
+
+def _pad(image: np.ndarray, bucket: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pads an image (H, W, 3) up to multiples of ``bucket``; returns it and its mask."""
+    h, w = image.shape[:2]
+    ph, pw = math.ceil(h / bucket) * bucket, math.ceil(w / bucket) * bucket
+    padded = np.zeros((ph, pw, 3), np.float32)
+    padded[:h, :w] = image
+    mask = np.zeros((ph, pw, 1), np.float32)
+    mask[:h, :w] = 1
+    return padded, mask
+
+
+class Evaluator:
+    """Sums each protocol's posteriors over scales, flips, crops and nets, batch by batch.
+
+    Crops of the same size share batches across images; dense inputs share batches within a
+    (scale, padded shape) bucket. Every batch has ``batch_size`` rows (padded when flushed),
+    so each shape compiles once.
+    """
+
+    def __init__(self, nets: Sequence[Net], protocols: Sequence[str], scales: Sequence[int],
+                 crop: int, mean_rgb, std_rgb, num_images: int, batch_size: int = 32,
+                 bucket: int = 64):
+        unknown = [p for p in protocols if p not in PROTOCOLS]
+        if unknown:
+            raise UserError(f"Unknown protocols {unknown}; choose from {', '.join(PROTOCOLS)}.")
+        small = [q for q in scales if q < crop]
+        if small:
+            raise UserError(f"Test scales {small} are smaller than the crop {crop}: every Q "
+                            f"must be at least {crop}.")
+        self.nets, self.protocols, self.scales = list(nets), list(protocols), list(scales)
+        self.crop, self.batch_size, self.bucket = crop, batch_size, bucket
+        self.mean = np.asarray(mean_rgb, np.float32)
+        self.std = np.asarray(std_rgb, np.float32)
+        classes = self.nets[0].meta["num_classes"]
+        self.sums = {p: np.zeros((num_images, classes)) for p in ("single", "dense", "multicrop")}
+        self._pending: dict[tuple, list] = {}
+
+    def add(self, index: int, rescaled: dict[int, np.ndarray]) -> None:
+        """Queues image ``index`` given as {Q: the image rescaled so its smallest side is Q}."""
+        wants = set(p for proto in self.protocols for p in proto.split("+"))
+        per_scale = 1.0 / len(rescaled)
+        for image in rescaled.values():
+            image = (np.asarray(image, np.float32) - self.mean) / self.std
+            h, w = image.shape[:2]
+            if "single" in wants:
+                y, x = (h - self.crop) // 2, (w - self.crop) // 2
+                self._queue(("single",), index, per_scale,
+                            image[y:y + self.crop, x:x + self.crop])
+            if "multicrop" in wants:
+                for y, x in multicrop_positions(h, w, self.crop):
+                    crop = image[y:y + self.crop, x:x + self.crop]
+                    for view in (crop, crop[:, ::-1]):
+                        self._queue(("multicrop",), index, per_scale / 50, view)
+            if "dense" in wants:
+                for view in (image, image[:, ::-1]):
+                    padded, mask = _pad(view, self.bucket)
+                    self._queue(("dense", padded.shape), index, per_scale / 2, padded, mask)
+
+    def _queue(self, key: tuple, index: int, weight: float, image: np.ndarray,
+               mask: Optional[np.ndarray] = None) -> None:
+        queue = self._pending.setdefault(key, [])
+        queue.append((index, weight, image, mask))
+        if len(queue) == self.batch_size:
+            self._flush(key)
+
+    def _flush(self, key: tuple) -> None:
+        queue = self._pending.pop(key, [])
+        if not queue:
+            return
+        n = len(queue)
+        images = np.zeros((self.batch_size, *queue[0][2].shape), np.float32)
+        images[:n] = np.stack([q[2] for q in queue])
+        if key[0] == "dense":
+            masks = np.zeros((self.batch_size, *queue[0][3].shape), np.float32)
+            masks[:n] = np.stack([q[3] for q in queue])
+            probs = np.mean([net.dense_posteriors(images, masks) for net in self.nets], 0)
+        else:
+            probs = np.mean([net.posteriors(images) for net in self.nets], 0)
+        index = np.array([q[0] for q in queue])
+        weight = np.array([q[1] for q in queue])[:, None]
+        np.add.at(self.sums[key[0]], index, probs[:n] * weight)
+
+    def results(self) -> dict[str, np.ndarray]:
+        """{protocol: posteriors (num_images, classes)} once every image has been added."""
+        for key in list(self._pending):
+            self._flush(key)
+        out = {p: self.sums[p] for p in ("single", "dense", "multicrop")}
+        out["dense+multicrop"] = (out["dense"] + out["multicrop"]) / 2
+        return {p: out[p] for p in self.protocols}
+
+
+def _rescaled_examples(builder, split: str, scales: Sequence[int]) -> Iterable:
+    """(label, {Q: image rescaled to Q}) for this process's share of ``split``."""
+    ds = builder.as_dataset(split=pipeline._process_split(split, jax.process_index(),  # noqa
+                                                          jax.process_count()),
+                            decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False)
+    ds = ds.map(lambda ex: (ex["label"], {q: augment.rescaled_image(ex["image"], q)
+                                          for q in scales}),
+                num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.as_numpy_iterator()
+
+
+def _scale_label(meta: dict) -> str:
+    lo, hi = meta.get("train_scale", [None, None])
+    return "?" if lo is None else (f"{lo}" if lo == hi else f"[{lo};{hi}]")
+
+
+def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
+             scales: Optional[Sequence[int]] = None, protocols: Sequence[str] = PROTOCOLS,
+             split: Optional[str] = None, batch_size: int = 32) -> list[dict]:
+    """Evaluates the checkpoints at ``paths`` (an ensemble when several) under ``protocols``.
+
+    Data come from ``config`` (dataset, data_dir, eval_split unless ``split`` is given);
+    crop size and mean/std from the first checkpoint's metadata; ``scales`` default to its
+    ``eval_scale``. Returns one row per protocol.
+    """
+    nets = [Net.load(p) for p in paths]
+    if len(nets) == 1:
+        nets[0].check(config)
+    meta = nets[0].meta
+    scales = list(scales or [meta["eval_scale"]])
+    split = split or config.eval_split
+    builder = sources.get_builder(config.dataset, config.data_dir, config.manual_dir)
+    sources.check_splits(builder, [split])
+    sources.prepare(builder, config.manual_dir)
+    num_images = pipeline.split_size(builder, pipeline._process_split(  # noqa
+        split, jax.process_index(), jax.process_count()))
+    if pipeline.split_size(builder, split) == 0:
+        raise UserError(f"The split {split!r} of {config.dataset} is empty.")
+    evaluator = Evaluator(nets, protocols, scales, meta["image_size"], meta["mean_rgb"],
+                          meta["std_rgb"], num_images, batch_size)
+    start = time.time()
+    labels = np.zeros(num_images, np.int64)
+    for i, (label, rescaled) in enumerate(_rescaled_examples(builder, split, scales)):
+        labels[i] = label
+        evaluator.add(i, rescaled)
+    posteriors = evaluator.results()
+    seconds = time.time() - start
+    rows = []
+    for protocol, probs in posteriors.items():
+        err1, err5 = topk_errors(probs, labels) if num_images else (0.0, 0.0)
+        counts = np.array([err1 * num_images, err5 * num_images, num_images], np.float64)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+        rows.append({"protocol": protocol, "nets": len(nets),
+                     "train_scale": _scale_label(meta),
+                     "test_scales": ",".join(map(str, scales)),
+                     "top1_error": 100 * counts[0] / counts[2],
+                     "top5_error": 100 * counts[1] / counts[2],
+                     "images": int(counts[2]), "seconds": round(seconds, 1)})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows as a table laid out like the paper's Tables 3-6."""
+    lines = ["| protocol | nets | train S | test Q | top-1 err % | top-5 err % | images | s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['protocol']} | {r['nets']} | {r['train_scale']} | "
+                     f"{r['test_scales']} | {r['top1_error']:.2f} | {r['top5_error']:.2f} | "
+                     f"{r['images']} | {r['seconds']} |")
+    return "\n".join(lines)
+
+
+def write_results(rows: list[dict], out_dir: str) -> None:
+    """Writes ``results.json`` and ``results.csv`` into ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv):
+    from absl import flags
+    del argv
+    FLAGS = flags.FLAGS
+    try:
+        config = FLAGS.config.copy_and_resolve_references()
+        scales = [int(q) for q in FLAGS.scales.split(",")] if FLAGS.scales else None
+        protocols = FLAGS.protocols.split(",")
+        rows = evaluate(config, FLAGS.checkpoint, scales, protocols, FLAGS.split or None,
+                        FLAGS.batch_size)
+    except (UserError, OSError) as e:
+        print(f"error: {' '.join(str(e.__cause__ or e).split())}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as e:  # e.g. --scales=abc
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    out = FLAGS.out or os.path.join(FLAGS.checkpoint[0], "eval")
+    write_results(rows, out)
+    print(format_table(rows))
+    print(f"written to {out}/results.json and results.csv")
+
+
+def _define_flags():
+    from absl import flags
+    from ml_collections import config_flags
+    flags.DEFINE_multi_string("checkpoint", None, "Training workdir(s); several: an ensemble.")
+    config_flags.DEFINE_config_file("config", None, "Config giving the data set and split.")
+    flags.DEFINE_string("scales", "", "Test scales Q, e.g. 256,384,512 (default: eval_scale).")
+    flags.DEFINE_string("protocols", ",".join(PROTOCOLS), "Comma-separated protocols.")
+    flags.DEFINE_string("split", "", "Split to evaluate (default: the config's eval_split).")
+    flags.DEFINE_string("out", "", "Directory for results.json/csv (default: CKPT/eval).")
+    flags.DEFINE_integer("batch_size", 32, "Crops or dense inputs per batch.")
+    flags.mark_flags_as_required(["checkpoint", "config"])
+
+
+if __name__ == "__main__":
+    from absl import app
+    _define_flags()
+    app.run(main)
