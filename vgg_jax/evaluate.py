@@ -43,7 +43,12 @@ class Net:
     """A model with its variables and the metadata saved with it (see ``Net.load``)."""
 
     def __init__(self, model: models.VGG, variables: dict, meta: dict, path: str = ""):
-        self.model, self.variables, self.meta, self.path = model, variables, meta, path
+        # Batches are split over all local devices; the variables are replicated on each.
+        mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("batch",))
+        self._split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        self.model, self.meta, self.path = model, meta, path
+        self.variables = jax.device_put(variables, replicated)
         self._logits = jax.jit(lambda v, x: self.model.apply(v, x))
         self._dense = jax.jit(lambda v, x, m: self.model.apply(v, x, dense=True, mask=m))
 
@@ -73,14 +78,18 @@ class Net:
                     "fc_width": config.fc_width, "num_classes": config.num_classes}
         checkpoints.check_same_model(self.meta, expected, f"checkpoint {self.path!r}")
 
+    def _put(self, array: np.ndarray):
+        return jax.device_put(array, self._split) \
+            if len(array) % len(jax.local_devices()) == 0 else array
+
     def posteriors(self, images: np.ndarray) -> np.ndarray:
         """Soft-max posteriors of a batch of crops (N, crop, crop, 3)."""
-        return np.asarray(jax.nn.softmax(self._logits(self.variables, images).astype(
-            jnp.float32)))
+        logits = self._logits(self.variables, self._put(images))
+        return np.asarray(jax.nn.softmax(logits.astype(jnp.float32)))
 
     def dense_posteriors(self, images: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Posteriors from the spatially averaged class score map of padded images."""
-        logits = self._dense(self.variables, images, mask)
+        logits = self._dense(self.variables, self._put(images), self._put(mask))
         return np.asarray(jax.nn.softmax(logits.astype(jnp.float32)))
 
 
