@@ -62,6 +62,7 @@ def main(argv):
            f"{metrics['eval_count']} | {platform.processor() or platform.machine()}, "
            f"{os.cpu_count()} cores |\n")
     path = os.path.join(HERE, "results", "cifar10.md")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     if not os.path.exists(path):
         with open(path, "w") as f:
             f.write("# CIFAR-10 (JPEG) with configs/cifar10.py\n\n"

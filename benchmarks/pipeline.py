@@ -98,6 +98,7 @@ def main():
            f"({os.cpu_count()} cores) | {sizes:.0f} KiB | "
            f"{platform.processor() or platform.machine()} |\n")
     path = os.path.join(HERE, "results", "pipeline.md")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     if not os.path.exists(path):
         with open(path, "w") as f:
             f.write("# Training input pipeline, 224 crops with S in [256, 512]\n\n"

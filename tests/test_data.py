@@ -124,7 +124,7 @@ def test_process_shards_are_disjoint_and_cover(image_folder, tmp_path):
     builder = sources.get_builder(f"imagefolder:{image_folder}", str(tmp_path / "tfds"))
     sources.prepare(builder)
     names = [[ex["file_name"] for ex in tfds.as_numpy(builder.as_dataset(
-        split=pipeline._process_split("train", i, 2)))] for i in range(2)]
+        split=pipeline.process_split("train", i, 2)))] for i in range(2)]
     assert not set(names[0]) & set(names[1])
     assert len(names[0]) + len(names[1]) == 72 and abs(len(names[0]) - len(names[1])) <= 1
 

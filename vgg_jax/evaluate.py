@@ -55,11 +55,7 @@ class Net:
     @classmethod
     def load(cls, path: str) -> "Net":
         """Restores the latest checkpoint of a training workdir (or checkpoints folder)."""
-        where = checkpoints.checkpoint_dir(path)
-        store = checkpoints.Checkpoints(where, read_only=True) if os.path.isdir(where) else None
-        if store is None or store.latest_step() is None:
-            raise UserError(f"No checkpoint in {path!r}: pass a training workdir or its "
-                            f"checkpoints folder.")
+        store = _open(path)
         meta = store.meta()
         model = models.create_model(meta["arch"], num_classes=meta["num_classes"],
                                     width=meta["width"], fc_width=meta["fc_width"] or None)
@@ -69,14 +65,6 @@ class Net:
         if raw.get("batch_stats"):
             variables["batch_stats"] = raw["batch_stats"]
         return cls(model, variables, meta, path)
-
-    def check(self, config: Optional[ml_collections.ConfigDict]) -> None:
-        """Raises ``UserError`` if the checkpoint is not the model ``config`` describes."""
-        if config is None:
-            return
-        expected = {"arch": models.canonical_name(config.arch), "width": config.width,
-                    "fc_width": config.fc_width, "num_classes": config.num_classes}
-        checkpoints.check_same_model(self.meta, expected, f"checkpoint {self.path!r}")
 
     def _put(self, array: np.ndarray):
         return jax.device_put(array, self._split) \
@@ -91,6 +79,34 @@ class Net:
         """Posteriors from the spatially averaged class score map of padded images."""
         logits = self._dense(self.variables, self._put(images), self._put(mask))
         return np.asarray(jax.nn.softmax(logits.astype(jnp.float32)))
+
+
+def _open(path: str) -> checkpoints.Checkpoints:
+    where = checkpoints.checkpoint_dir(path)
+    store = checkpoints.Checkpoints(where, read_only=True) if os.path.isdir(where) else None
+    if store is None or store.latest_step() is None:
+        raise UserError(f"No checkpoint in {path!r}: pass a training workdir or its "
+                        f"checkpoints folder.")
+    return store
+
+
+def read_meta(path: str) -> dict:
+    """The metadata of the latest checkpoint under ``path``, without restoring any array."""
+    store = _open(path)
+    meta = store.meta()
+    store.close()
+    return meta
+
+
+def check_protocols(protocols: Sequence[str], scales: Sequence[int], crop: int) -> None:
+    """Raises ``UserError`` for unknown protocols or test scales below the crop size."""
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise UserError(f"Unknown protocols {unknown}; choose from {', '.join(PROTOCOLS)}.")
+    small = [q for q in scales if q < crop]
+    if small:
+        raise UserError(f"Test scales {small} are smaller than the crop {crop}: every Q "
+                        f"must be at least {crop}.")
 
 
 def multicrop_positions(height: int, width: int, crop: int, grid: int = 5) -> list[tuple]:
@@ -131,13 +147,7 @@ class Evaluator:
     def __init__(self, nets: Sequence[Net], protocols: Sequence[str], scales: Sequence[int],
                  crop: int, mean_rgb, std_rgb, num_images: int, batch_size: int = 32,
                  bucket: int = 64):
-        unknown = [p for p in protocols if p not in PROTOCOLS]
-        if unknown:
-            raise UserError(f"Unknown protocols {unknown}; choose from {', '.join(PROTOCOLS)}.")
-        small = [q for q in scales if q < crop]
-        if small:
-            raise UserError(f"Test scales {small} are smaller than the crop {crop}: every Q "
-                            f"must be at least {crop}.")
+        check_protocols(protocols, scales, crop)
         self.nets, self.protocols, self.scales = list(nets), list(protocols), list(scales)
         self.crop, self.batch_size, self.bucket = crop, batch_size, bucket
         self.mean = np.asarray(mean_rgb, np.float32)
@@ -202,9 +212,9 @@ class Evaluator:
 
 def _rescaled_examples(builder, split: str, scales: Sequence[int]) -> Iterable:
     """(label, {Q: image rescaled to Q}) for this process's share of ``split``."""
-    ds = builder.as_dataset(split=pipeline._process_split(split, jax.process_index(),  # noqa
-                                                          jax.process_count()),
-                            decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=False)
+    shard = pipeline.process_split(split, jax.process_index(), jax.process_count())
+    ds = builder.as_dataset(split=shard, decoders={"image": tfds.decode.SkipDecoding()},
+                            shuffle_files=False)
     ds = ds.map(lambda ex: (ex["label"], {q: augment.rescaled_image(ex["image"], q)
                                           for q in scales}),
                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -225,19 +235,23 @@ def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
     crop size and mean/std from the first checkpoint's metadata; ``scales`` default to its
     ``eval_scale``. Returns one row per protocol.
     """
-    nets = [Net.load(p) for p in paths]
-    if len(nets) == 1:
-        nets[0].check(config)
-    meta = nets[0].meta
+    metas = [read_meta(p) for p in paths]  # cheap checks first, then data, then weights
+    meta = metas[0]
+    if len(paths) == 1:
+        expected = {"arch": models.canonical_name(config.arch), "width": config.width,
+                    "fc_width": config.fc_width, "num_classes": config.num_classes}
+        checkpoints.check_same_model(meta, expected, f"checkpoint {paths[0]!r}")
     scales = list(scales or [meta["eval_scale"]])
+    check_protocols(protocols, scales, meta["image_size"])
     split = split or config.eval_split
     builder = sources.get_builder(config.dataset, config.data_dir, config.manual_dir)
     sources.check_splits(builder, [split])
     sources.prepare(builder, config.manual_dir)
-    num_images = pipeline.split_size(builder, pipeline._process_split(  # noqa
-        split, jax.process_index(), jax.process_count()))
     if pipeline.split_size(builder, split) == 0:
         raise UserError(f"The split {split!r} of {config.dataset} is empty.")
+    num_images = pipeline.split_size(builder, pipeline.process_split(
+        split, jax.process_index(), jax.process_count()))
+    nets = [Net.load(p) for p in paths]
     evaluator = Evaluator(nets, protocols, scales, meta["image_size"], meta["mean_rgb"],
                           meta["std_rgb"], num_images, batch_size)
     start = time.time()

@@ -26,7 +26,8 @@ from vgg_jax.data import augment
 Batch = dict[str, np.ndarray]
 
 
-def _process_split(split: str, process_index: int, process_count: int) -> str:
+def process_split(split: str, process_index: int, process_count: int) -> str:
+    """This process's disjoint, near-equal share of ``split`` (TFDS split syntax)."""
     return tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
 
 
@@ -71,8 +72,8 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     num_devices = num_devices or jax.local_device_count()
-    shard = _process_split(split, process_index, process_count)
-    shard_size = min(split_size(builder, _process_split(split, i, process_count))
+    shard = process_split(split, process_index, process_count)
+    shard_size = min(split_size(builder, process_split(split, i, process_count))
                      for i in range(process_count))
     steps_per_epoch = shard_size // local_batch
     if steps_per_epoch == 0:
@@ -125,7 +126,7 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: 
     if num_examples == 0:
         raise ValueError(f"The evaluation split {split!r} is empty.")
     num_batches = math.ceil(math.ceil(num_examples / process_count) / local_batch)
-    ds = _encoded(builder, _process_split(split, process_index, process_count), cache)
+    ds = _encoded(builder, process_split(split, process_index, process_count), cache)
     ds = ds.map(lambda b, y: {"images": augment.normalize(augment.eval_image(b, crop, scale),
                                                           mean_rgb, std_rgb),
                               "labels": y},
