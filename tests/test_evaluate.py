@@ -28,9 +28,9 @@ def _net(image_size=32, arch="vgg11_bn", seed=0):
 
 
 def test_dense_equals_single_crop_at_the_crop_size():
-    net = _net()
-    images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
-    masks = np.ones((4, 32, 32, 1), np.float32)
+    net = _net(image_size=224)  # Q = 224 on 224x224 images: fc6 is a 7x7 convolution
+    images = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
+    masks = np.ones((2, 224, 224, 1), np.float32)
     np.testing.assert_allclose(net.dense_posteriors(images, masks), net.posteriors(images),
                                rtol=1e-5, atol=1e-6)
 
