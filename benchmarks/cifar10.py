@@ -8,10 +8,7 @@ appends a row (command, epochs, wall time, test top-1) to benchmarks/results/cif
 Not part of the tests: it takes most of an hour on a 2-core CPU.
 """
 
-import datetime
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tarfile
@@ -20,11 +17,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
 
 import vgg_jax  # noqa: E402,F401  (fast XLA:CPU flags before JAX loads)
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import results_table  # noqa: E402
 from vgg_jax import train  # noqa: E402
 
 DEFAULT_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg", "cifar10-jpeg.tar.gz")
@@ -56,21 +55,12 @@ def main(argv):
     start = time.time()
     metrics = train.train_and_evaluate(config, FLAGS.workdir)
     minutes = (time.time() - start) / 60
-    command = "python benchmarks/cifar10.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    row = (f"| {datetime.date.today()} | `{command}` | {config.arch} x{config.width} | "
-           f"{config.num_epochs:g} | {minutes:.1f} | {100 * metrics['eval_top1']:.2f} | "
-           f"{metrics['eval_count']} | {platform.processor() or platform.machine()}, "
-           f"{os.cpu_count()} cores |\n")
-    path = os.path.join(HERE, "results", "cifar10.md")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write("# CIFAR-10 (JPEG) with configs/cifar10.py\n\n"
-                    "Wall time includes building the TFDS records from the JPEG folder and "
-                    "every evaluation.\n\n| date | command | model | epochs | minutes | "
-                    "test top-1 % | test images | machine |\n|---|---|---|---|---|---|---|---|\n")
-    with open(path, "a") as f:
-        f.write(row)
+    row = results_table.append_row(
+        "cifar10", "CIFAR-10 (JPEG) with configs/cifar10.py",
+        "Wall time includes every evaluation (and building the TFDS records on a first run).",
+        ["model", "epochs", "minutes", "test top-1 %", "test images"],
+        [f"{config.arch} x{config.width}", f"{config.num_epochs:g}", f"{minutes:.1f}",
+         f"{100 * metrics['eval_top1']:.2f}", metrics["eval_count"]])
     print(row, end="")
 
 

@@ -12,9 +12,7 @@ Appends a row to benchmarks/results/pipeline.md.
 """
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 
@@ -23,7 +21,9 @@ import tensorflow as tf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
+import results_table  # noqa: E402
 from vgg_jax.data import augment  # noqa: E402
 
 
@@ -92,24 +92,14 @@ def main():
     fused_rate, naive_rate = np.mean(rows["fused"]), np.mean(rows["naive"])
     all_cores = rate(images, fused, args.seconds / 2, threads=os.cpu_count())
     sizes = np.mean([len(b) for b in images]) / 1024
-    command = "python benchmarks/pipeline.py " + " ".join(sys.argv[1:])
-    row = (f"| {datetime.date.today()} | `{command.strip()}` | {fused_rate:.0f} | "
-           f"{naive_rate:.0f} | {fused_rate / naive_rate:.2f}x | {all_cores:.0f} "
-           f"({os.cpu_count()} cores) | {sizes:.0f} KiB | "
-           f"{platform.processor() or platform.machine()} |\n")
-    path = os.path.join(HERE, "results", "pipeline.md")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if not os.path.exists(path):
-        with open(path, "w") as f:
-            f.write("# Training input pipeline, 224 crops with S in [256, 512]\n\n"
-                    "Images/s on one core (tf.data private pool of 1 thread); fused = "
-                    "decode_and_crop_jpeg of the crop window, naive = decode all, rescale, "
-                    "crop. Both with flip, PCA colour shift and mean subtraction.\n\n"
-                    "| date | command | fused img/s/core | naive img/s/core | ratio | "
-                    "fused, all cores | mean JPEG | machine |\n"
-                    "|---|---|---|---|---|---|---|---|\n")
-    with open(path, "a") as f:
-        f.write(row)
+    row = results_table.append_row(
+        "pipeline", "Training input pipeline, 224 crops with S in [256, 512]",
+        "Images/s on one core (tf.data private pool of 1 thread); fused = decode_and_crop_jpeg "
+        "of the crop window, naive = decode all, rescale, crop. Both with flip, PCA colour "
+        "shift and mean subtraction.",
+        ["fused img/s/core", "naive img/s/core", "ratio", "fused, all cores", "mean JPEG"],
+        [f"{fused_rate:.0f}", f"{naive_rate:.0f}", f"{fused_rate / naive_rate:.2f}x",
+         f"{all_cores:.0f}", f"{sizes:.0f} KiB"])
     print(row, end="")
 
 
