@@ -164,3 +164,31 @@ def test_cli_bad_input(trained, tmp_path):
     res = subprocess.run(common + ["--config.arch=vgg11_bn", "--split=train[:0]"], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 2 and "is empty" in res.stderr.strip().splitlines()[-1]
+
+
+_DEVICES_SCRIPT = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
+sys.path.insert(0, {tests!r})
+import numpy as np
+import test_evaluate
+from vgg_jax import evaluate
+net = test_evaluate._net()
+images = {{q: np.random.default_rng(q).uniform(0, 255, (q, q + 20, 3)) for q in (32, 40)}}
+ev = evaluate.Evaluator([net], list(evaluate.PROTOCOLS), [32, 40], 32, [100] * 3, [50] * 3,
+                        num_images=2, batch_size=16)
+ev.add(0, images)
+ev.add(1, {{q: im[:, ::-1] for q, im in images.items()}})
+np.savez(sys.argv[2], **ev.results())
+"""
+
+
+def test_evaluation_uses_all_local_devices_with_the_same_result(tmp_path):
+    script = _DEVICES_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    for devices in (1, 8):
+        res = subprocess.run([sys.executable, "-c", script, str(devices),
+                              str(tmp_path / f"{devices}.npz")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+    one, eight = np.load(tmp_path / "1.npz"), np.load(tmp_path / "8.npz")
+    for protocol in evaluate.PROTOCOLS:
+        np.testing.assert_allclose(eight[protocol], one[protocol], rtol=1e-5, atol=1e-7)
