@@ -6,8 +6,9 @@ Makes ImageNet-sized JPEGs (about 500x375, photo-like: smooth gradients, texture
 then times, side by side in one run, images/s on ONE core (a private tf.data thread pool of
 size 1) of
 - fused: S jittered in [256, 512], crop window decoded alone (decode_and_crop_jpeg),
-  resized to 224, flip, PCA colour shift, mean subtraction (vgg_jax.data.augment);
-- naive: decode the whole image, rescale to S, crop 224, same flip/colour/mean.
+  resized to 224, flip, uint8, PCA colour offset (vgg_jax.data.augment, as the pipeline);
+- naive: decode the whole image, rescale to S, crop 224, then the same flip/uint8/colour.
+(Mean subtraction and the colour offset are applied on the device, not here.)
 Appends a row to benchmarks/results/pipeline.md.
 """
 
@@ -71,17 +72,15 @@ def main():
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     images = photos(args.images)
-    mean, std = augment.IMAGENET_MEAN_RGB, (1.0, 1.0, 1.0)
-
-    def finish(image, seed):
+    def finish(image, seed):  # what the pipeline does after the crop: flip, colour, uint8
         seeds = tf.random.experimental.stateless_split(seed, 4)
         image = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5,
                         lambda: tf.image.flip_left_right(image), lambda: image)
-        return augment.normalize(augment.pca_lighting(image, seeds[3], 0.1), mean, std)
+        return augment.to_uint8(image), augment.pca_shift(seeds[3], 0.1)
 
     def fused(b, seed):
-        return augment.normalize(augment.train_image(b, seed, 224, 256, 512, pca_std=0.1),
-                                 mean, std)
+        image = augment.to_uint8(augment.train_image(b, seed, 224, 256, 512))
+        return image, augment.pca_shift(tf.random.experimental.stateless_split(seed, 4)[3], 0.1)
 
     def naive(b, seed):
         return finish(augment.reference_train_crop(b, seed, 224, 256, 512), seed)
@@ -95,8 +94,8 @@ def main():
     row = results_table.append_row(
         "pipeline", "Training input pipeline, 224 crops with S in [256, 512]",
         "Images/s on one core (tf.data private pool of 1 thread); fused = decode_and_crop_jpeg "
-        "of the crop window, naive = decode all, rescale, crop. Both with flip, PCA colour "
-        "shift and mean subtraction.",
+        "of the crop window, naive = decode all, rescale, crop. Both then flip, round to "
+        "uint8 and draw the PCA colour offset (mean subtraction happens on the device).",
         ["fused img/s/core", "naive img/s/core", "ratio", "fused, all cores", "mean JPEG"],
         [f"{fused_rate:.0f}", f"{naive_rate:.0f}", f"{fused_rate / naive_rate:.2f}x",
          f"{all_cores:.0f}", f"{sizes:.0f} KiB"])

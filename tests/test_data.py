@@ -35,8 +35,8 @@ def test_scan_layout(image_folder, tmp_path):
 def test_resume_rebuilds_the_same_batches(image_folder, tmp_path):
     builder = sources.get_builder(f"imagefolder:{image_folder}", str(tmp_path / "tfds"))
     sources.prepare(builder)
-    kw = dict(local_batch=16, crop=32, scale_min=32, scale_max=44, mean_rgb=(0, 0, 0),
-              std_rgb=(1, 1, 1), seed=3, num_devices=2)
+    kw = dict(local_batch=16, crop=32, scale_min=32, scale_max=44, seed=3, num_devices=2,
+              pca_std=0.1)
     spe, it = pipeline.train_batches(builder, "train", **kw)
     assert spe == 72 // 16
     straight = [next(it) for _ in range(7)]  # crosses an epoch boundary
@@ -44,8 +44,10 @@ def test_resume_rebuilds_the_same_batches(image_folder, tmp_path):
     for want, got in zip(straight[5:], [next(resumed), next(resumed)]):
         np.testing.assert_array_equal(want["images"], got["images"])
         np.testing.assert_array_equal(want["labels"], got["labels"])
+        np.testing.assert_array_equal(want["shift"], got["shift"])
     assert not np.array_equal(straight[0]["labels"], straight[spe]["labels"])  # reshuffled
     assert straight[0]["images"].shape == (2, 8, 32, 32, 3)
+    assert straight[0]["images"].dtype == np.uint8 and straight[0]["shift"].shape == (2, 8, 3)
 
 
 def test_augment_crop_and_eval(tmp_path):
@@ -68,9 +70,8 @@ def test_missing_imagenet_archives_are_named(tmp_path):
     assert not os.path.exists(tmp_path / "tfds" / "imagenet2012" / "5.1.0")
 
 
-def test_pca_lighting_statistics():
-    image = tf.zeros((4, 4, 3))
-    shifts = np.stack([augment.pca_lighting(image, tf.constant([7, i], tf.int64), 0.1)[0, 0]
+def test_pca_colour_shift_statistics():
+    shifts = np.stack([augment.pca_shift(tf.constant([7, i], tf.int64), 0.1).numpy()
                        for i in range(2000)])
     assert np.abs(shifts.mean(0)).max() < 0.5
     eigvec = np.array(augment.IMAGENET_PCA_EIGVEC)
@@ -168,9 +169,12 @@ def test_rgb_stats_command(image_folder, tmp_path):
 
 
 def test_dense_eval_keeps_the_whole_rescaled_image_and_mean_is_subtracted():
+    from vgg_jax import train
     image = np.full((60, 90, 3), 100, np.uint8)
     data = tf.constant(tf.io.encode_png(image).numpy())
     full = augment.rescaled_image(data, 40)
     assert full.shape == (40, 60, 3)
-    normal = augment.normalize(full, (100.0, 90.0, 80.0), (1.0, 2.0, 4.0))
-    np.testing.assert_allclose(normal.numpy()[0, 0], [0.0, 5.0, 5.0], atol=1e-4)
+    batch = {"images": augment.to_uint8(full).numpy()[None],
+             "shift": np.array([[1.0, 2.0, 3.0]], np.float32)}
+    normal = np.asarray(train.normalize(batch, (100.0, 90.0, 80.0), (1.0, 2.0, 4.0)))
+    np.testing.assert_allclose(normal[0, 0, 0], [1.0, 6.0, 5.75], atol=1e-4)

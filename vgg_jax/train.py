@@ -78,15 +78,25 @@ def topk_correct(scores: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarra
     return (rank < k).astype(jnp.float32)
 
 
+def normalize(batch: dict, mean_rgb, std_rgb) -> jnp.ndarray:
+    """uint8 images -> float32 (x + colour shift - mean) / std, on the device."""
+    images = batch["images"].astype(jnp.float32)
+    if "shift" in batch:
+        images = images + batch["shift"][:, None, None, :]
+    return (images - jnp.asarray(mean_rgb, jnp.float32)) / jnp.asarray(std_rgb, jnp.float32)
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.VGG,
-               tx: optax.GradientTransformation, schedule) -> tuple[TrainState, dict]:
+               tx: optax.GradientTransformation, schedule, mean_rgb,
+               std_rgb) -> tuple[TrainState, dict]:
     """One SGD step on one device's share of the batch (run under ``jax.pmap``)."""
+    images = normalize(batch, mean_rgb, std_rgb)
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
 
     def loss_fn(params):
         variables = {"params": params, **({"batch_stats": state.batch_stats}
                                           if state.batch_stats else {})}
-        logits, new_vars = model.apply(variables, batch["images"], train=True,
+        logits, new_vars = model.apply(variables, images, train=True,
                                        rngs={"dropout": rng}, mutable=["batch_stats"])
         return cross_entropy(logits, batch["labels"]).mean(), (logits, new_vars)
 
@@ -108,11 +118,12 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *, model: models.VGG) -> dict:
+def eval_step(state: TrainState, batch: dict, *, model: models.VGG, mean_rgb,
+              std_rgb) -> dict:
     """Masked sums of loss and top-1/top-5 hits over all devices (run under ``jax.pmap``)."""
     variables = {"params": state.params, **({"batch_stats": state.batch_stats}
                                             if state.batch_stats else {})}
-    logits = model.apply(variables, batch["images"])
+    logits = model.apply(variables, normalize(batch, mean_rgb, std_rgb))
     mask = batch["mask"]
     return jax.lax.psum({
         "loss": (cross_entropy(logits, batch["labels"]) * mask).sum(),
@@ -244,8 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sources.prepare(builder, config.manual_dir)
     local_batch = config.batch_size // jax.process_count()
     eval_local_batch = (config.eval_batch_size or config.batch_size) // jax.process_count()
-    data_kw = dict(crop=config.image_size, mean_rgb=tuple(config.mean_rgb),
-                   std_rgb=tuple(config.std_rgb), cache=config.cache)
+    data_kw = dict(crop=config.image_size, cache=config.cache)
+    norm = dict(mean_rgb=tuple(config.mean_rgb), std_rgb=tuple(config.std_rgb))
     start_step = store.latest_step() or 0
     steps_per_epoch, train_iter = pipeline.train_batches(
         builder, config.train_split, local_batch=local_batch, scale_min=config.train_scale_min,
@@ -271,10 +282,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = store.restore(state)
         logging.info("Resumed from step %d of %s.", start_step, store.directory)
 
-    p_train = jax.pmap(functools.partial(train_step, model=model, tx=tx, schedule=schedule),
+    p_train = jax.pmap(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                                         **norm),
                        axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
                        donate_argnums=(0,))
-    p_eval = jax.pmap(functools.partial(eval_step, model=model), axis_name=AXIS,
+    p_eval = jax.pmap(functools.partial(eval_step, model=model, **norm), axis_name=AXIS,
                       in_axes=(None, 0), out_axes=None)
     eval_data = functools.partial(pipeline.eval_batches, builder, config.eval_split,
                                   local_batch=eval_local_batch, scale=config.eval_scale, **data_kw)

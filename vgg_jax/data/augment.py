@@ -1,7 +1,8 @@
 """Per-image preprocessing of the paper (section 3.1), as TensorFlow ops on encoded bytes.
 
 Training: isotropic rescale so that the smallest side is S (S fixed, or drawn per image from
-[S_min, S_max]), one random crop, random horizontal flip, mean-RGB subtraction. The crop is
+[S_min, S_max]), one random crop, random horizontal flip; the images leave as uint8, with
+AlexNet's PCA colour shift as a per-image RGB offset, and the device subtracts the mean. The crop is
 computed in the original image's coordinates and only that window is decoded
 (``tf.io.decode_and_crop_jpeg``) and then resized: the same as rescale-then-crop, at a
 fraction of the decoding cost. Evaluation: rescale to Q and take the centre crop, or keep the whole rescaled image
@@ -12,7 +13,6 @@ All randomness is stateless and driven by a per-example seed, so a run resumes e
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import tensorflow as tf
 
@@ -62,20 +62,20 @@ def _resize(image: tf.Tensor, crop: int) -> tf.Tensor:
     return tf.image.resize(image, (crop, crop), method="bilinear")
 
 
-def normalize(image: tf.Tensor, mean_rgb: Sequence[float], std_rgb: Sequence[float]) -> tf.Tensor:
-    """(image - mean) / std per channel, in float32."""
-    return (image - tf.constant(mean_rgb, tf.float32)) / tf.constant(std_rgb, tf.float32)
+def pca_shift(seed: tf.Tensor, std: float) -> tf.Tensor:
+    """AlexNet's colour shift for one image: eigvec @ (alpha * eigval), alpha ~ N(0, std).
 
-
-def pca_lighting(image: tf.Tensor, seed: tf.Tensor, std: float) -> tf.Tensor:
-    """AlexNet's colour shift: adds eigvec @ (alpha * eigval), alpha ~ N(0, std), per image.
-
-    ``image`` is in the 0-255 range, so the eigenvalues are scaled by 255.
+    An RGB offset (3,) in the 0-255 range, added to every pixel where the batch is
+    normalised (on the device, see ``vgg_jax.train.normalize``).
     """
     alpha = tf.random.stateless_normal([3], seed, stddev=std)
     eigval = tf.constant(IMAGENET_PCA_EIGVAL, tf.float32) * 255.0
-    shift = tf.linalg.matvec(tf.constant(IMAGENET_PCA_EIGVEC, tf.float32), alpha * eigval)
-    return image + shift
+    return tf.linalg.matvec(tf.constant(IMAGENET_PCA_EIGVEC, tf.float32), alpha * eigval)
+
+
+def to_uint8(image: tf.Tensor) -> tf.Tensor:
+    """Rounds a 0-255 float image to uint8: a quarter of the bytes to move to the device."""
+    return tf.saturate_cast(image + 0.5, tf.uint8)
 
 
 def _inception_window(shape: tf.Tensor, seed: tf.Tensor, area_range=(0.08, 1.0),
@@ -99,14 +99,14 @@ def draw_scale_and_offset(seed: tf.Tensor, scale_min: int, scale_max: int):
 
 
 def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: int,
-                scale_max: int, flip: bool = True, crop_mode: str = "scale",
-                pca_std: float = 0.0) -> tf.Tensor:
-    """Random-crop, random-flip, colour-shifted training image (float32, 0-255 range).
+                scale_max: int, flip: bool = True, crop_mode: str = "scale") -> tf.Tensor:
+    """Random-crop, random-flip training image (float32, 0-255 range).
 
     ``crop_mode="scale"`` is the paper's: S drawn uniformly from the integers in
     [scale_min, scale_max] (a fixed S when they are equal), then a random ``crop`` square;
     ``"inception"`` is the random-resized crop (8%-100% of the area, aspect 3/4-4/3).
-    ``pca_std`` > 0 adds AlexNet's PCA colour shift. ``seed`` is a stateless seed [2].
+    ``seed`` is a stateless seed [2]; ``pca_shift(draw_scale_and_offset(...)[2][3], std)``
+    is the same image's colour shift.
     """
     if scale_min < crop or scale_max < scale_min:
         raise ValueError(f"Need crop <= scale_min <= scale_max, got crop {crop}, "
@@ -122,8 +122,6 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: i
     if flip:
         image = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5,
                         lambda: tf.image.flip_left_right(image), lambda: image)
-    if pca_std > 0:
-        image = pca_lighting(image, seeds[3], pca_std)
     return image
 
 

@@ -58,14 +58,15 @@ def _to_devices(batch: Batch, num_devices: int) -> Batch:
 
 
 def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int,
-                  crop: int, scale_min: int, scale_max: int, mean_rgb, std_rgb, seed: int,
+                  crop: int, scale_min: int, scale_max: int, seed: int,
                   start_step: int = 0, shuffle_buffer: int = 0, cache: bool = True,
                   crop_mode: str = "scale", pca_std: float = 0.0,
                   num_devices: Optional[int] = None, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> tuple[int, Iterator[Batch]]:
     """(steps per epoch, endless iterator of training batches from ``start_step`` on).
 
-    Batches hold ``images`` (num_devices, per_device, crop, crop, 3) float32 and ``labels``.
+    Batches hold ``images`` (num_devices, per_device, crop, crop, 3) uint8, ``shift`` (the
+    per-image PCA colour offset, zero when ``pca_std`` is 0) and ``labels``.
     ``shuffle_buffer=0`` shuffles the process's whole shard; ``crop_mode`` and ``pca_std``
     are those of ``augment.train_image``.
     """
@@ -94,8 +95,10 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
         image_bytes, label = example
         ex_seed = tf.stack([tf.cast(seed, tf.int64), epoch * (1 << 32) + index])
         image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max,
-                                    crop_mode=crop_mode, pca_std=pca_std)
-        return {"images": augment.normalize(image, mean_rgb, std_rgb), "labels": label}
+                                    crop_mode=crop_mode)
+        colour_seed = augment.draw_scale_and_offset(ex_seed, scale_min, scale_max)[2][3]
+        shift = augment.pca_shift(colour_seed, pca_std) if pca_std > 0 else tf.zeros([3])
+        return {"images": augment.to_uint8(image), "shift": shift, "labels": label}
 
     # One dataset over all epochs, so that the next epoch's shuffle buffer fills in the
     # background instead of stalling training at every epoch boundary.
@@ -111,12 +114,12 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
 
 
 def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int, crop: int,
-                 scale: int, mean_rgb, std_rgb, cache: bool = True,
+                 scale: int, cache: bool = True,
                  num_devices: Optional[int] = None, process_index: Optional[int] = None,
                  process_count: Optional[int] = None) -> tuple[int, Iterator[Batch]]:
     """(number of batches, iterator) over this process's share of ``split``, each example once.
 
-    Every batch holds ``images``, ``labels`` and ``mask`` (1 for real examples, 0 for padding);
+    Every batch holds ``images`` (uint8), ``labels`` and ``mask`` (1 for real examples, 0 for padding);
     all processes yield the same number of batches, padding with empty ones where needed.
     """
     process_index = jax.process_index() if process_index is None else process_index
@@ -127,8 +130,7 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: 
         raise ValueError(f"The evaluation split {split!r} is empty.")
     num_batches = math.ceil(math.ceil(num_examples / process_count) / local_batch)
     ds = _encoded(builder, process_split(split, process_index, process_count), cache)
-    ds = ds.map(lambda b, y: {"images": augment.normalize(augment.eval_image(b, crop, scale),
-                                                          mean_rgb, std_rgb),
+    ds = ds.map(lambda b, y: {"images": augment.to_uint8(augment.eval_image(b, crop, scale)),
                               "labels": y},
                 num_parallel_calls=tf.data.AUTOTUNE)
     ds = _with_options(ds.batch(local_batch).prefetch(tf.data.AUTOTUNE))
@@ -138,7 +140,7 @@ def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: 
         for batch in ds.as_numpy_iterator():
             yield _to_devices(_pad(batch, local_batch), num_devices)
             produced += 1
-        empty = {"images": np.zeros((local_batch, crop, crop, 3), np.float32),
+        empty = {"images": np.zeros((local_batch, crop, crop, 3), np.uint8),
                  "labels": np.zeros((local_batch,), np.int64)}
         for _ in range(num_batches - produced):
             yield _to_devices(_pad({k: v[:0] for k, v in empty.items()}, local_batch),
