@@ -148,7 +148,7 @@ class Evaluator:
                  crop: int, mean_rgb, std_rgb, num_images: int, batch_size: int = 32,
                  bucket: int = 64):
         check_protocols(protocols, scales, crop)
-        self.nets, self.protocols, self.scales = list(nets), list(protocols), list(scales)
+        self.nets, self.protocols = list(nets), list(protocols)
         self.crop, self.batch_size, self.bucket = crop, batch_size, bucket
         self.mean = np.asarray(mean_rgb, np.float32)
         self.std = np.asarray(std_rgb, np.float32)

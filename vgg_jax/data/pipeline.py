@@ -96,7 +96,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
         ex_seed = tf.stack([tf.cast(seed, tf.int64), epoch * (1 << 32) + index])
         image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max,
                                     crop_mode=crop_mode)
-        colour_seed = augment.draw_scale_and_offset(ex_seed, scale_min, scale_max)[2][3]
+        colour_seed = tf.random.experimental.stateless_split(ex_seed, 4)[3]  # as train_image
         shift = augment.pca_shift(colour_seed, pca_std) if pca_std > 0 else tf.zeros([3])
         return {"images": augment.to_uint8(image), "shift": shift, "labels": label}
 
