@@ -58,7 +58,8 @@ class Net:
         store = _open(path)
         meta = store.meta()
         model = models.create_model(meta["arch"], num_classes=meta["num_classes"],
-                                    width=meta["width"], fc_width=meta["fc_width"] or None)
+                                    width=meta["width"], fc_width=meta["fc_width"] or None,
+                                    include_top=meta.get("include_top", True))
         raw = store.restore_raw()
         store.close()
         variables = {"params": raw["params"]}
@@ -222,7 +223,9 @@ def _rescaled_examples(builder, split: str, scales: Sequence[int]) -> Iterable:
 
 
 def _scale_label(meta: dict) -> str:
-    lo, hi = meta.get("train_scale", [None, None])
+    if meta.get("train_crop") == "inception":
+        return "inception crop"
+    lo, hi = meta.get("train_scale") or [None, None]
     return "?" if lo is None else (f"{lo}" if lo == hi else f"[{lo};{hi}]")
 
 
@@ -237,6 +240,10 @@ def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
     """
     metas = [read_meta(p) for p in paths]  # cheap checks first, then data, then weights
     meta = metas[0]
+    headless = [p for p, m in zip(paths, metas) if not m.get("include_top", True)]
+    if headless:
+        raise UserError(f"{headless[0]} holds a net without its classifier (no fc6-8): it "
+                        f"cannot be evaluated on classes.")
     if len(paths) == 1:
         expected = {"arch": models.canonical_name(config.arch), "width": config.width,
                     "fc_width": config.fc_width, "num_classes": config.num_classes}

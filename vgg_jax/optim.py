@@ -57,13 +57,25 @@ def _kernels_only(params):
         lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
-def create_optimizer(config: ml_collections.ConfigDict,
-                     schedule: Callable) -> optax.GradientTransformation:
-    """L2 weight decay on kernels, then SGD with (optionally Nesterov) momentum."""
-    return optax.chain(
+def create_optimizer(config: ml_collections.ConfigDict, schedule: Callable,
+                     frozen: frozenset = frozenset()) -> optax.GradientTransformation:
+    """L2 weight decay on kernels, then SGD with (optionally Nesterov) momentum.
+
+    Layers named in ``frozen`` get no update at all (no decay, no momentum).
+    """
+    tx = optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=_kernels_only),
         optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov),
     )
+    if not frozen:
+        return tx
+
+    def labels(params):
+        return {layer: jax.tree_util.tree_map(
+                    lambda _: "frozen" if layer in frozen else "trained", tree)
+                for layer, tree in params.items()}
+
+    return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def plateau_init() -> dict:

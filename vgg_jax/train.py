@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from typing import Any, Optional
@@ -52,13 +53,33 @@ def create_model(config: ml_collections.ConfigDict, **kwargs) -> models.VGG:
         dtype=jnp.dtype(config.dtype), **kwargs)
 
 
-def model_meta(config: ml_collections.ConfigDict) -> dict:
-    """The JSON description saved with every checkpoint (model and preprocessing)."""
-    return {"arch": models.canonical_name(config.arch), "width": config.width,
+def model_meta(config: ml_collections.ConfigDict,
+               class_names: Optional[list[str]] = None) -> dict:
+    """The JSON description saved with every checkpoint (model, preprocessing, classes)."""
+    meta = {"arch": models.canonical_name(config.arch), "width": config.width,
             "fc_width": config.fc_width, "num_classes": config.num_classes,
-            "image_size": config.image_size, "mean_rgb": list(config.mean_rgb),
-            "std_rgb": list(config.std_rgb), "eval_scale": config.eval_scale,
+            "include_top": True, "image_size": config.image_size,
+            "mean_rgb": list(config.mean_rgb), "std_rgb": list(config.std_rgb),
+            "eval_scale": config.eval_scale, "train_crop": config.train_crop,
             "train_scale": [config.train_scale_min, config.train_scale_max]}
+    if class_names and len(class_names) == config.num_classes:
+        meta["class_names"] = list(class_names)
+    return meta
+
+
+def frozen_layers(config: ml_collections.ConfigDict, layers) -> frozenset:
+    """The layers whose names fully match the ``config.freeze`` regex (none if empty)."""
+    if not config.freeze:
+        return frozenset()
+    try:
+        pattern = re.compile(config.freeze)
+    except re.error as e:
+        raise UserError(f"freeze {config.freeze!r} is not a regular expression ({e}).") from None
+    frozen = frozenset(name for name in layers if pattern.fullmatch(name))
+    if not frozen:
+        raise UserError(f"freeze {config.freeze!r} matches no layer; the layers are "
+                        f"{', '.join(layers)}.")
+    return frozen
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
@@ -87,9 +108,12 @@ def normalize(batch: dict, mean_rgb, std_rgb) -> jnp.ndarray:
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.VGG,
-               tx: optax.GradientTransformation, schedule, mean_rgb,
-               std_rgb) -> tuple[TrainState, dict]:
-    """One SGD step on one device's share of the batch (run under ``jax.pmap``)."""
+               tx: optax.GradientTransformation, schedule, mean_rgb, std_rgb,
+               frozen: frozenset = frozenset()) -> tuple[TrainState, dict]:
+    """One SGD step on one device's share of the batch (run under ``jax.pmap``).
+
+    ``frozen`` layers keep their BatchNorm statistics too (``tx`` leaves their weights).
+    """
     images = normalize(batch, mean_rgb, std_rgb)
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
 
@@ -112,9 +136,11 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.
         "learning_rate": schedule(state.step) * state.plateau["scale"],
         "grad_norm": optax.global_norm(grads),
     }, AXIS)
+    batch_stats = {k: state.batch_stats[k] if k in frozen else v
+                   for k, v in new_vars.get("batch_stats", state.batch_stats).items()}
     new_state = state.replace(step=state.step + 1, opt_state=opt_state,
                               params=optax.apply_updates(state.params, updates),
-                              batch_stats=new_vars.get("batch_stats", state.batch_stats))
+                              batch_stats=batch_stats)
     return new_state, metrics
 
 
@@ -170,9 +196,10 @@ def _validate(config: ml_collections.ConfigDict) -> None:
         raise UserError(f"eval_scale {config.eval_scale} is smaller than the crop "
                         f"image_size {config.image_size}.")
     try:
-        models.abstract_variables(create_model(config), config.image_size)
+        abstract = models.abstract_variables(create_model(config), config.image_size)
     except ValueError as e:
         raise UserError(str(e)) from None
+    frozen_layers(config, list(abstract["params"]))
 
 
 def _check_workdir(workdir: str) -> None:
@@ -186,10 +213,11 @@ def _check_workdir(workdir: str) -> None:
 
 
 def _init_from_params(config: ml_collections.ConfigDict, abstract_params: dict):
-    """Checks ``config.init_from`` against the model; returns a loader of its params.
+    """Checks ``config.init_from`` against the model; returns (loader of its params, meta).
 
-    Same architecture: every layer is copied (a different fc8 is re-initialised). From a
-    configuration A into a deeper net: the paper's shallow-to-deep copy.
+    Same architecture: every layer the checkpoint has is copied (an fc8 with another number
+    of classes, and the head of a headless checkpoint, start afresh). From a configuration A
+    into a deeper net: the paper's shallow-to-deep copy.
     """
     where = checkpoints.checkpoint_dir(config.init_from)
     store = checkpoints.Checkpoints(where, read_only=True) if os.path.isdir(where) else None
@@ -198,7 +226,10 @@ def _init_from_params(config: ml_collections.ConfigDict, abstract_params: dict):
     meta, shapes = store.meta(), store.param_shapes()
     source_arch, target_arch = meta.get("arch"), models.canonical_name(config.arch)
     if source_arch == target_arch:
-        layers = list(abstract_params)
+        layers = [name for name in abstract_params if name in shapes]
+        fresh = [name for name in abstract_params if name not in shapes]
+        if fresh:
+            logging.warning("init_from has no %s; they start from scratch.", ", ".join(fresh))
     elif source_arch == "vgg11":
         layers = list(transfer.SHALLOW_TO_DEEP_LAYERS)
     else:
@@ -223,7 +254,16 @@ def _init_from_params(config: ml_collections.ConfigDict, abstract_params: dict):
         store.close()
         return params, stats or None
 
-    return load
+    return load, meta
+
+
+def _adopt_preprocessing(config: ml_collections.ConfigDict, meta: dict, where: str) -> None:
+    """Normalises inputs as the weights in ``where`` expect (converted nets bring their own)."""
+    for key in ("mean_rgb", "std_rgb"):
+        if key in meta and tuple(meta[key]) != tuple(config[key]):
+            logging.info("Using %s %s of %s instead of the config's %s.", key, meta[key], where,
+                         tuple(config[key]))
+            config[key] = tuple(meta[key])
 
 
 def _every(config, name: str, steps_per_epoch: int) -> int:
@@ -242,15 +282,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _check_workdir(workdir)
     builder = sources.get_builder(config.dataset, config.data_dir, config.manual_dir)
     sources.check_splits(builder, [config.train_split, config.eval_split])
-    meta = model_meta(config)
     store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"),
                                     keep=config.keep_checkpoints)
-    if store.latest_step() is not None:
-        checkpoints.check_same_model(store.meta(), meta, f"workdir {workdir!r}")
     model = create_model(config, bn_axis_name=AXIS)
     abstract = models.abstract_variables(model, config.image_size)
-    load_init = (_init_from_params(config, abstract["params"])
-                 if config.init_from and store.latest_step() is None else None)
+    load_init = None
+    if store.latest_step() is not None:
+        checkpoints.check_same_model(store.meta(), model_meta(config), f"workdir {workdir!r}")
+        _adopt_preprocessing(config, store.meta(), workdir)
+    elif config.init_from:
+        load_init, init_meta = _init_from_params(config, abstract["params"])
+        _adopt_preprocessing(config, init_meta, config.init_from)
+    label = builder.info.features["label"] if "label" in builder.info.features else None
+    meta = model_meta(config, getattr(label, "names", None))
+    frozen = frozen_layers(config, list(abstract["params"]))
 
     sources.prepare(builder, config.manual_dir)
     local_batch = config.batch_size // jax.process_count()
@@ -266,7 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_iter = pipeline.prefetch_to_device(train_iter)
     total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
-    tx = optim.create_optimizer(config, schedule)
+    tx = optim.create_optimizer(config, schedule, frozen)
 
     init_rng, rng = jax.random.split(jax.random.key(config.seed))
     image = jnp.zeros((1, config.image_size, config.image_size, 3))
@@ -283,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("Resumed from step %d of %s.", start_step, store.directory)
 
     p_train = jax.pmap(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                                         **norm),
+                                         frozen=frozen, **norm),
                        axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
                        donate_argnums=(0,))
     p_eval = jax.pmap(functools.partial(eval_step, model=model, **norm), axis_name=AXIS,
