@@ -34,6 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.std_rgb = (1.0, 1.0, 1.0)  # the paper only subtracts the mean
     c.shuffle_buffer = 16_384  # 0: the whole shard
     c.cache = False            # keep encoded images in memory
+    c.data_shards = 0          # 0: one per process; fix it to keep the data order when the
+                               # number of processes changes
     # Optimisation.
     c.batch_size = 256         # global, over all devices and hosts
     c.learning_rate = 0.01
@@ -61,4 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from = ""           # a workdir, checkpoints folder or convert --out to start from
     c.freeze = ""              # regex of layers kept fixed, e.g. 'conv.*|bn.*' (the features)
     c.seed = 0
+    # Multi-process (vgg_jax.distributed): empty/-1 defer to JAX_* variables or the cluster.
+    c.coordinator_address = ""  # host:port of process 0
+    c.num_processes = 0
+    c.process_id = -1
     return c

@@ -13,6 +13,7 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
@@ -56,7 +57,13 @@ class Checkpoints:
 
     def save(self, step: int, state: Any, meta: dict,
              metrics: Optional[dict] = None) -> None:
-        """Starts an asynchronous save of ``state`` at ``step``."""
+        """Starts an asynchronous save of ``state`` at ``step``.
+
+        With several processes every one of them calls this; the replicated state (as
+        ``jax.pmap`` returns it, local to each process) is written once.
+        """
+        if jax.process_count() > 1:
+            state = replicated(state)
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
             metrics=metrics, force=True)
@@ -98,6 +105,25 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def replicated(tree: Any) -> Any:
+    """``tree`` as arrays replicated over every device of every process.
+
+    What ``jax.pmap(..., in_axes=None)`` consumes without resharding, and what orbax saves
+    once for all processes. Every process must pass the same values.
+    """
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("all",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def check_same_model(meta: dict, expected: dict, where: str) -> None:

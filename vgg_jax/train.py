@@ -187,6 +187,11 @@ def _validate(config: ml_collections.ConfigDict) -> None:
     if eval_batch % jax.device_count():
         raise UserError(f"eval_batch_size {eval_batch} is not divisible by the "
                         f"{jax.device_count()} devices.")
+    shards = config.data_shards or jax.process_count()
+    if shards % jax.process_count() or (config.batch_size // jax.process_count()) % (
+            shards // jax.process_count()):
+        raise UserError(f"data_shards {shards} must be a multiple of the {jax.process_count()} "
+                        f"processes and divide each process's batch.")
     if not config.image_size <= config.train_scale_min <= config.train_scale_max:
         raise UserError(f"Need image_size <= train_scale_min <= train_scale_max; got "
                         f"{config.image_size}, {config.train_scale_min}, {config.train_scale_max}.")
@@ -272,10 +277,12 @@ def _every(config, name: str, steps_per_epoch: int) -> int:
                                                     * steps_per_epoch)))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       return_state: bool = False):
     """Trains ``config`` in ``workdir`` (resuming from its checkpoints); returns final metrics.
 
-    Bad input raises ``vgg_jax.errors.UserError`` before any data is built or code compiled.
+    With ``return_state``, returns (metrics, final ``TrainState``). Bad input raises
+    ``vgg_jax.errors.UserError`` before any data is built or code compiled.
     """
     config = ml_collections.ConfigDict(config.to_dict())
     _validate(config)
@@ -307,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         builder, config.train_split, local_batch=local_batch, scale_min=config.train_scale_min,
         scale_max=config.train_scale_max, seed=config.seed, start_step=start_step,
         shuffle_buffer=config.shuffle_buffer, crop_mode=config.train_crop,
-        pca_std=config.pca_std, **data_kw)
+        pca_std=config.pca_std, num_shards=config.data_shards, **data_kw)
     train_iter = pipeline.prefetch_to_device(train_iter)
     total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
@@ -321,8 +328,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         params, stats = load_init(params)
         batch_stats = stats or batch_stats
         logging.info("Initialised from %s.", config.init_from)
-    state = TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
-                       opt_state=tx.init(params), plateau=optim.plateau_init())
+    state = checkpoints.replicated(TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
+                                  opt_state=tx.init(params), plateau=optim.plateau_init()))
+    rng = checkpoints.replicated(rng)
     if start_step:
         state = store.restore(state)
         logging.info("Resumed from step %d of %s.", start_step, store.directory)
@@ -371,8 +379,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         evaluated = step % eval_every == 0 or step == total_steps
         if evaluated:
             eval_metrics = run_eval(state)
-            state = state.replace(plateau=optim.plateau_update(
-                jax.device_get(state.plateau), eval_metrics["eval_top1"], config))
+            state = state.replace(plateau=checkpoints.replicated(optim.plateau_update(
+                jax.device_get(state.plateau), eval_metrics["eval_top1"], config)))
             writer.write_scalars(step, eval_metrics)
             t0 = time.time()
         if evaluated or step % ckpt_every == 0:
@@ -382,7 +390,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         eval_metrics = run_eval(state)
     store.wait()
     store.close()
-    return dict(eval_metrics, step=int(jax.device_get(state.step)))
+    metrics = dict(eval_metrics, step=int(jax.device_get(state.step)))
+    return (metrics, state) if return_state else metrics
 
 
 def _stack(history: list[dict]) -> dict:

@@ -1,8 +1,9 @@
 """tf.data input pipeline: this process's share of a TFDS split, batched for its devices.
 
-Training data is a function of the step: epoch ``e`` shuffles this process's examples with a
-seed derived from (seed, e) and augments example ``i`` with a seed derived from (seed, e, i),
-so resuming at step ``t`` rebuilds exactly the batches an uninterrupted run would have seen
+Training data is a function of the step: the split is cut into data shards (one per process
+by default); epoch ``e`` shuffles shard ``k`` with a seed derived from (seed, e, k) and
+augments its example ``i`` with a seed derived from (seed, k, e, i), so resuming at step ``t``
+rebuilds exactly the batches an uninterrupted run would have seen
 (``train_batches(..., start_step=t)`` skips the first examples before decoding them).
 
 Evaluation data covers the split exactly once: the last batch is padded and carries a
@@ -60,40 +61,74 @@ def _to_devices(batch: Batch, num_devices: int) -> Batch:
 def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int,
                   crop: int, scale_min: int, scale_max: int, seed: int,
                   start_step: int = 0, shuffle_buffer: int = 0, cache: bool = True,
-                  crop_mode: str = "scale", pca_std: float = 0.0,
+                  crop_mode: str = "scale", pca_std: float = 0.0, num_shards: int = 0,
                   num_devices: Optional[int] = None, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> tuple[int, Iterator[Batch]]:
     """(steps per epoch, endless iterator of training batches from ``start_step`` on).
 
     Batches hold ``images`` (num_devices, per_device, crop, crop, 3) uint8, ``shift`` (the
     per-image PCA colour offset, zero when ``pca_std`` is 0) and ``labels``.
-    ``shuffle_buffer=0`` shuffles the process's whole shard; ``crop_mode`` and ``pca_std``
-    are those of ``augment.train_image``.
+    ``shuffle_buffer=0`` shuffles each shard whole; ``crop_mode`` and ``pca_std`` are
+    those of ``augment.train_image``.
+
+    The split is cut into ``num_shards`` (default: one per process) and every global batch
+    is the concatenation of an equal slice from each shard, in shard order; each process
+    reads its own consecutive shards. So the data a step sees depends on ``num_shards`` and
+    not on how many processes share the work: 2 processes of 2 devices and 1 process of 4
+    devices with ``num_shards=2`` train on identical batches.
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     num_devices = num_devices or jax.local_device_count()
-    shard = process_split(split, process_index, process_count)
-    shard_size = min(split_size(builder, process_split(split, i, process_count))
-                     for i in range(process_count))
-    steps_per_epoch = shard_size // local_batch
+    num_shards = num_shards or process_count
+    if num_shards % process_count or local_batch % (num_shards // process_count):
+        raise ValueError(f"{num_shards} data shards do not divide over {process_count} "
+                         f"processes with {local_batch} examples each: use a multiple.")
+    per_process = num_shards // process_count
+    sub_batch = local_batch // per_process
+    shard_size = min(split_size(builder, process_split(split, i, num_shards))
+                     for i in range(num_shards))
+    steps_per_epoch = shard_size // sub_batch
     if steps_per_epoch == 0:
-        raise ValueError(f"The split {split!r} has {shard_size} examples per process, fewer "
-                         f"than one batch of {local_batch}: use a smaller batch_size.")
-    base = _encoded(builder, shard, cache).enumerate()
+        raise ValueError(f"The split {split!r} has {shard_size} examples per data shard, "
+                         f"fewer than {sub_batch}: use a smaller batch_size.")
     start_epoch, skip = divmod(start_step, steps_per_epoch)
-    per_epoch = steps_per_epoch * local_batch
+    shards = [_shard_batches(builder, process_split(split, shard, num_shards), shard,
+                             sub_batch=sub_batch, steps_per_epoch=steps_per_epoch,
+                             start_epoch=start_epoch, skip=skip, crop=crop,
+                             scale_min=scale_min, scale_max=scale_max, seed=seed,
+                             shuffle_buffer=shuffle_buffer or shard_size + 1, cache=cache,
+                             crop_mode=crop_mode, pca_std=pca_std)
+              for shard in range(process_index * per_process, (process_index + 1) * per_process)]
+    ds = shards[0] if len(shards) == 1 else tf.data.Dataset.zip(tuple(shards)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+    ds = _with_options(ds.prefetch(tf.data.AUTOTUNE))
+
+    def batches() -> Iterator[Batch]:
+        for batch in ds.as_numpy_iterator():
+            yield _to_devices(batch, num_devices)
+
+    return steps_per_epoch, batches()
+
+
+def _shard_batches(builder, split: str, shard: int, *, sub_batch: int, steps_per_epoch: int,
+                   start_epoch: int, skip: int, crop: int, scale_min: int, scale_max: int,
+                   seed: int, shuffle_buffer: int, cache: bool, crop_mode: str,
+                   pca_std: float) -> tf.data.Dataset:
+    """Endless batches of one data shard: a function of (seed, shard, epoch, index) only."""
+    base = _encoded(builder, split, cache).enumerate()
+    per_epoch = steps_per_epoch * sub_batch
 
     def epoch_examples(epoch):
         # Shuffling depends on the epoch alone; resuming skips examples before decoding them.
-        ds = base.shuffle(shuffle_buffer or shard_size, seed=seed * 100_003 + epoch,
+        ds = base.shuffle(shuffle_buffer, seed=(seed * 100_003 + epoch) * 1_009 + shard,
                           reshuffle_each_iteration=False).take(per_epoch)
-        ds = ds.skip(tf.where(epoch == start_epoch, tf.cast(skip * local_batch, tf.int64), 0))
+        ds = ds.skip(tf.where(epoch == start_epoch, tf.cast(skip * sub_batch, tf.int64), 0))
         return ds.map(lambda index, example: (epoch, index, example))
 
     def preprocess(epoch, index, example):
         image_bytes, label = example
-        ex_seed = tf.stack([tf.cast(seed, tf.int64), epoch * (1 << 32) + index])
+        ex_seed = tf.stack([tf.cast(seed, tf.int64) * 1_009 + shard, epoch * (1 << 32) + index])
         image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max,
                                     crop_mode=crop_mode)
         colour_seed = tf.random.experimental.stateless_split(ex_seed, 4)[3]  # as train_image
@@ -104,13 +139,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
     # background instead of stalling training at every epoch boundary.
     ds = tf.data.Dataset.range(start_epoch, 1 << 40).flat_map(epoch_examples)
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = _with_options(ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-
-    def batches() -> Iterator[Batch]:
-        for batch in ds.as_numpy_iterator():
-            yield _to_devices(batch, num_devices)
-
-    return steps_per_epoch, batches()
+    return ds.batch(sub_batch, drop_remainder=True)
 
 
 def eval_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int, crop: int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+import jax
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -82,8 +83,23 @@ def check_splits(builder: tfds.core.DatasetBuilder, splits: Sequence[str]) -> No
 
 
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir: Optional[str] = None) -> None:
-    """Builds the data set into its data directory if it is not there yet (once per host)."""
-    if builder.is_prepared():
-        return
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    builder.download_and_prepare(download_config=config)
+    """Builds the data set into its data directory if it is not there yet.
+
+    With several processes, process 0 builds first and the others wait for it, so a data
+    directory every host shares is built once (a host-local one is built by each host).
+    """
+    def build():
+        if not builder.is_prepared():
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+    if jax.process_count() == 1:
+        return build()
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+        build()
+    multihost_utils.sync_global_devices(f"prepare {builder.name}")
+    if jax.process_index() > 0:
+        if builder.is_prepared():  # built by process 0 after this builder was made
+            builder.info.read_from_directory(builder.data_dir)
+        build()
