@@ -10,14 +10,16 @@ Saving is asynchronous; ``wait`` blocks until the last save is on disk.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers as cm
 
-from vgg_jax.errors import UserError
+from vgg_jax.errors import CheckpointError, UserError
 
 BEST_METRIC = "eval_top1"
 MODEL_FIELDS = ("arch", "width", "fc_width", "num_classes")
@@ -43,6 +45,7 @@ class Checkpoints:
             preservation_policy=policy, create=not read_only, read_only=read_only,
             enable_async_checkpointing=not read_only)
         self.directory = os.path.abspath(directory)
+        self._saving: Optional[int] = None
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -64,15 +67,59 @@ class Checkpoints:
         """
         if jax.process_count() > 1:
             state = replicated(state)
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            metrics=metrics, force=True)
+        self.wait()  # reports a failure of the previous asynchronous save
+        self._saving = step
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                metrics=metrics, force=True)
+        except Exception as e:
+            raise self._save_failed(e) from e
 
     def meta(self, step: Optional[int] = None) -> dict:
         """The JSON metadata saved with ``step`` (default: the latest)."""
         step = self.latest_step() if step is None else step
         return self.manager.restore(step, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))["meta"]
+
+    def newest_meta(self) -> Optional[tuple[int, dict]]:
+        """(step, meta) of the newest checkpoint whose metadata reads; None if there is none.
+
+        Checkpoints whose metadata cannot be read are set aside (see ``_set_aside``).
+        """
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                return step, self.meta(step)
+            except Exception as e:  # orbax raises many types for damaged files
+                self._set_aside(step, e)
+        return None
+
+    def restore_newest(self, target: Any) -> tuple[Any, int]:
+        """(state, step) from the newest checkpoint that restores, into ``target``'s structure.
+
+        A checkpoint that fails to restore (truncated or missing files) is set aside with a
+        warning and the one before it is tried; (``target``, 0) if none restores.
+        """
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                return self.restore(target, step), step
+            except Exception as e:
+                self._set_aside(step, e)
+        return target, 0
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        """Renames an unreadable checkpoint ``<step>`` to ``<step>.unreadable``, never deleting it."""
+        path = os.path.join(self.directory, str(step))
+        logging.warning("Checkpoint %s cannot be read (%s: %s); falling back to an older one "
+                        "and keeping it as %s.unreadable.", path, type(error).__name__,
+                        str(error).split("\n")[0][:200], path)
+        if jax.process_index() == 0 and os.path.isdir(path):
+            os.replace(path, f"{path}.unreadable.{int(time.time())}" if os.path.exists(
+                f"{path}.unreadable") else f"{path}.unreadable")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self.manager.reload()
 
     def restore(self, target: Any, step: Optional[int] = None) -> Any:
         """Restores the state at ``step`` (default: latest) into ``target``'s structure."""
@@ -101,7 +148,20 @@ class Checkpoints:
         return jax.tree_util.tree_map(lambda m: tuple(m.shape), dict(tree["params"]))
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Blocks until the last save is on disk; ``CheckpointError`` if it failed."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._save_failed(e) from e
+
+    def _save_failed(self, error: Exception) -> CheckpointError:
+        self.manager.reload()
+        intact = self.manager.latest_step()
+        kept = f"step {intact} is intact" if intact is not None else "no checkpoint was written"
+        return CheckpointError(
+            f"Saving the checkpoint of step {self._saving} into {self.directory} failed "
+            f"({type(error).__name__}: {' '.join(str(error).split())[:300]}); {kept}. "
+            f"Free disk space or fix permissions, then rerun to resume.")
 
     def close(self) -> None:
         self.manager.close()

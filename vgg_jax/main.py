@@ -2,6 +2,10 @@
 
 Any config field can be overridden: ``--config.batch_size=128 --config.dataset=imagefolder:/d``.
 Rerunning with the same workdir resumes from its latest checkpoint.
+
+Exit status: 0 when done; 2 after a one-line ``error:`` (bad input, a non-finite loss, a
+checkpoint that could not be written); 75 when stopped by SIGTERM after writing a checkpoint
+(rerun to resume).
 """
 
 import logging as pylogging
@@ -11,8 +15,8 @@ import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vgg_jax import train
-from vgg_jax.errors import UserError
+from vgg_jax import distributed, train
+from vgg_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard files and logs.")
@@ -49,10 +53,14 @@ def main(argv):
         print(f"error: {' '.join(str(e.__cause__ or e).split())}", file=sys.stderr)
         sys.exit(2)
     try:
+        distributed.initialize(config)
         metrics = train.train_and_evaluate(config, FLAGS.workdir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()))
 

@@ -26,9 +26,9 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from vgg_jax import checkpoints, models, optim, transfer
+from vgg_jax import checkpoints, models, optim, preemption, transfer
 from vgg_jax.data import pipeline, sources
-from vgg_jax.errors import UserError
+from vgg_jax.errors import NonFiniteError, Preempted, UserError
 
 AXIS = "batch"
 
@@ -109,10 +109,13 @@ def normalize(batch: dict, mean_rgb, std_rgb) -> jnp.ndarray:
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.VGG,
                tx: optax.GradientTransformation, schedule, mean_rgb, std_rgb,
-               frozen: frozenset = frozenset()) -> tuple[TrainState, dict]:
+               frozen: frozenset = frozenset(),
+               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
     """One SGD step on one device's share of the batch (run under ``jax.pmap``).
 
     ``frozen`` layers keep their BatchNorm statistics too (``tx`` leaves their weights).
+    ``metrics["finite"]`` is 0 when the loss or the gradients are NaN or infinite; with
+    ``skip_nonfinite`` such a step leaves the weights and optimiser state as they were.
     """
     images = normalize(batch, mean_rgb, std_rgb)
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
@@ -129,18 +132,27 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.
     grads = jax.lax.pmean(grads, AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(lambda u: u * state.plateau["scale"], updates)
+    grad_norm = optax.global_norm(grads)
     metrics = jax.lax.pmean({
         "loss": loss,
         "top1": topk_correct(logits, batch["labels"], 1).mean(),
         "top5": topk_correct(logits, batch["labels"], 5).mean(),
         "learning_rate": schedule(state.step) * state.plateau["scale"],
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": grad_norm,
     }, AXIS)
+    metrics["finite"] = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)).astype(
+        jnp.float32)
     batch_stats = {k: state.batch_stats[k] if k in frozen else v
                    for k, v in new_vars.get("batch_stats", state.batch_stats).items()}
     new_state = state.replace(step=state.step + 1, opt_state=opt_state,
                               params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats)
+    if skip_nonfinite:
+        keep = metrics["finite"] > 0
+        new_state = new_state.replace(**{
+            name: jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old),
+                                         getattr(new_state, name), getattr(state, name))
+            for name in ("params", "opt_state", "batch_stats")})
     return new_state, metrics
 
 
@@ -217,60 +229,6 @@ def _check_workdir(workdir: str) -> None:
                         f"writable directory.") from None
 
 
-def _init_from_params(config: ml_collections.ConfigDict, abstract_params: dict):
-    """Checks ``config.init_from`` against the model; returns (loader of its params, meta).
-
-    Same architecture: every layer the checkpoint has is copied (an fc8 with another number
-    of classes, and the head of a headless checkpoint, start afresh). From a configuration A
-    into a deeper net: the paper's shallow-to-deep copy.
-    """
-    where = checkpoints.checkpoint_dir(config.init_from)
-    store = checkpoints.Checkpoints(where, read_only=True) if os.path.isdir(where) else None
-    if store is None or store.latest_step() is None:
-        raise UserError(f"init_from {config.init_from!r} holds no checkpoint.")
-    meta, shapes = store.meta(), store.param_shapes()
-    source_arch, target_arch = meta.get("arch"), models.canonical_name(config.arch)
-    if source_arch == target_arch:
-        layers = [name for name in abstract_params if name in shapes]
-        fresh = [name for name in abstract_params if name not in shapes]
-        if fresh:
-            logging.warning("init_from has no %s; they start from scratch.", ", ".join(fresh))
-    elif source_arch == "vgg11":
-        layers = list(transfer.SHALLOW_TO_DEEP_LAYERS)
-    else:
-        raise UserError(f"init_from {config.init_from!r} holds a {source_arch} but the config "
-                        f"trains a {target_arch}: only a vgg11 (A) initialises another net.")
-    if "fc8" in layers and shapes.get("fc8") != jax.tree_util.tree_map(
-            lambda a: tuple(a.shape), dict(abstract_params["fc8"])):
-        logging.warning("init_from: fc8 has another number of classes; re-initialising it.")
-        layers.remove("fc8")
-    for name in layers:
-        for key, want in dict(abstract_params[name]).items():
-            have = shapes.get(name, {}).get(key)
-            if have != tuple(want.shape):
-                raise UserError(f"init_from {config.init_from!r} does not fit the model: "
-                                f"{name}/{key} has shape {have}, the model needs "
-                                f"{tuple(want.shape)}.")
-
-    def load(params: dict) -> tuple[dict, Optional[dict]]:
-        raw = store.restore_raw()
-        params = transfer.copy_layers(params, raw["params"], layers)
-        stats = raw.get("batch_stats") if source_arch == target_arch else None
-        store.close()
-        return params, stats or None
-
-    return load, meta
-
-
-def _adopt_preprocessing(config: ml_collections.ConfigDict, meta: dict, where: str) -> None:
-    """Normalises inputs as the weights in ``where`` expect (converted nets bring their own)."""
-    for key in ("mean_rgb", "std_rgb"):
-        if key in meta and tuple(meta[key]) != tuple(config[key]):
-            logging.info("Using %s %s of %s instead of the config's %s.", key, meta[key], where,
-                         tuple(config[key]))
-            config[key] = tuple(meta[key])
-
-
 def _every(config, name: str, steps_per_epoch: int) -> int:
     steps = config.get(f"{name}_every_steps", 0)
     return steps if steps > 0 else max(1, int(round(config[f"{name}_every_epochs"]
@@ -282,7 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """Trains ``config`` in ``workdir`` (resuming from its checkpoints); returns final metrics.
 
     With ``return_state``, returns (metrics, final ``TrainState``). Bad input raises
-    ``vgg_jax.errors.UserError`` before any data is built or code compiled.
+    ``vgg_jax.errors.UserError`` before any data is built or code compiled; a non-finite loss
+    raises ``NonFiniteError`` and SIGTERM ``Preempted``, each after keeping a good checkpoint.
     """
     config = ml_collections.ConfigDict(config.to_dict())
     _validate(config)
@@ -293,54 +252,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                     keep=config.keep_checkpoints)
     model = create_model(config, bn_axis_name=AXIS)
     abstract = models.abstract_variables(model, config.image_size)
-    load_init = None
-    if store.latest_step() is not None:
-        checkpoints.check_same_model(store.meta(), model_meta(config), f"workdir {workdir!r}")
-        _adopt_preprocessing(config, store.meta(), workdir)
+    resume, load_init = store.newest_meta(), None
+    if resume is not None:
+        checkpoints.check_same_model(resume[1], model_meta(config), f"workdir {workdir!r}")
+        transfer.adopt_preprocessing(config, resume[1], workdir)
     elif config.init_from:
-        load_init, init_meta = _init_from_params(config, abstract["params"])
-        _adopt_preprocessing(config, init_meta, config.init_from)
+        load_init, init_meta = transfer.init_from_params(config, abstract["params"])
+        transfer.adopt_preprocessing(config, init_meta, config.init_from)
     label = builder.info.features["label"] if "label" in builder.info.features else None
     meta = model_meta(config, getattr(label, "names", None))
     frozen = frozen_layers(config, list(abstract["params"]))
 
     sources.prepare(builder, config.manual_dir)
     local_batch = config.batch_size // jax.process_count()
-    eval_local_batch = (config.eval_batch_size or config.batch_size) // jax.process_count()
-    data_kw = dict(crop=config.image_size, cache=config.cache)
+    shards = config.data_shards or jax.process_count()
+    steps_per_epoch = pipeline.epoch_steps(builder, config.train_split,
+                                           config.batch_size // shards, shards)
+    total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
+    schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
+    tx = optim.create_optimizer(config, schedule, frozen)
+    state, rng = _initial_state(config, model, tx, load_init)
+    start_step = 0
+    if resume is not None:
+        state, start_step = store.restore_newest(state)
+        logging.info("Resumed from step %d of %s.", start_step, store.directory)
+
     norm = dict(mean_rgb=tuple(config.mean_rgb), std_rgb=tuple(config.std_rgb))
-    start_step = store.latest_step() or 0
-    steps_per_epoch, train_iter = pipeline.train_batches(
+    data_kw = dict(crop=config.image_size, cache=config.cache)
+    _, train_iter = pipeline.train_batches(
         builder, config.train_split, local_batch=local_batch, scale_min=config.train_scale_min,
         scale_max=config.train_scale_max, seed=config.seed, start_step=start_step,
         shuffle_buffer=config.shuffle_buffer, crop_mode=config.train_crop,
         pca_std=config.pca_std, num_shards=config.data_shards, **data_kw)
     train_iter = pipeline.prefetch_to_device(train_iter)
-    total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
-    schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
-    tx = optim.create_optimizer(config, schedule, frozen)
-
-    init_rng, rng = jax.random.split(jax.random.key(config.seed))
-    image = jnp.zeros((1, config.image_size, config.image_size, 3))
-    variables = jax.jit(model.init)(init_rng, image)
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    if load_init is not None:
-        params, stats = load_init(params)
-        batch_stats = stats or batch_stats
-        logging.info("Initialised from %s.", config.init_from)
-    state = checkpoints.replicated(TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
-                                  opt_state=tx.init(params), plateau=optim.plateau_init()))
-    rng = checkpoints.replicated(rng)
-    if start_step:
-        state = store.restore(state)
-        logging.info("Resumed from step %d of %s.", start_step, store.directory)
-
     p_train = jax.pmap(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                                         frozen=frozen, **norm),
+                                         frozen=frozen, skip_nonfinite=config.skip_nonfinite,
+                                         **norm),
                        axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
                        donate_argnums=(0,))
     p_eval = jax.pmap(functools.partial(eval_step, model=model, **norm), axis_name=AXIS,
                       in_axes=(None, 0), out_axes=None)
+    eval_local_batch = (config.eval_batch_size or config.batch_size) // jax.process_count()
     eval_data = functools.partial(pipeline.eval_batches, builder, config.eval_split,
                                   local_batch=eval_local_batch, scale=config.eval_scale, **data_kw)
 
@@ -362,29 +314,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  config.arch, total_steps, steps_per_epoch, config.batch_size, jax.device_count())
 
     history, eval_metrics, t0 = [], {}, time.time()
-    for step in range(start_step + 1, total_steps + 1):
-        batch = next(train_iter)
-        state, metrics = p_train(state, batch, rng)
-        history.append(metrics)
-        progress(step)
-        if step % log_every == 0 or step == total_steps:
-            summary = {f"train_{k}": float(np.mean(v))
-                       for k, v in jax.device_get(_stack(history)).items()}
-            if not math.isfinite(summary["train_loss"]):
-                raise FloatingPointError(f"Non-finite training loss at step {step}; the last "
-                                         f"checkpoint in {store.directory} is kept.")
-            summary["images_per_sec"] = len(history) * config.batch_size / (time.time() - t0)
-            writer.write_scalars(step, summary)
-            history, t0 = [], time.time()
-        evaluated = step % eval_every == 0 or step == total_steps
-        if evaluated:
-            eval_metrics = run_eval(state)
-            state = state.replace(plateau=checkpoints.replicated(optim.plateau_update(
-                jax.device_get(state.plateau), eval_metrics["eval_top1"], config)))
-            writer.write_scalars(step, eval_metrics)
-            t0 = time.time()
-        if evaluated or step % ckpt_every == 0:
-            store.save(step, state, meta, metrics=eval_metrics if evaluated else None)
+    with preemption.Watcher() as watcher:
+        for step in range(start_step + 1, total_steps + 1):
+            state, metrics = p_train(state, next(train_iter), rng)
+            history.append(metrics)
+            progress(step)
+            evaluated = step % eval_every == 0 or step == total_steps
+            saving = evaluated or step % ckpt_every == 0
+            if step % log_every == 0 or saving:  # never evaluate or save a non-finite state
+                summary = _summarize(history, step, store, config.skip_nonfinite)
+                summary["images_per_sec"] = len(history) * config.batch_size / (time.time() - t0)
+                writer.write_scalars(step, summary)
+                history, t0 = [], time.time()
+            if evaluated:
+                eval_metrics = run_eval(state)
+                state = state.replace(plateau=checkpoints.replicated(optim.plateau_update(
+                    jax.device_get(state.plateau), eval_metrics["eval_top1"], config)))
+                writer.write_scalars(step, eval_metrics)
+                t0 = time.time()
+            if saving:
+                store.save(step, state, meta, metrics=eval_metrics if evaluated else None)
+            if step < total_steps and watcher.stop_requested():
+                if history:
+                    _summarize(history, step, store, config.skip_nonfinite)
+                if not saving:
+                    store.save(step, state, meta)
+                store.wait()
+                writer.flush()
+                raise Preempted(step, store.directory)
     writer.flush()
     if not eval_metrics:  # resumed a finished run: report its final evaluation again
         eval_metrics = run_eval(state)
@@ -392,6 +349,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     store.close()
     metrics = dict(eval_metrics, step=int(jax.device_get(state.step)))
     return (metrics, state) if return_state else metrics
+
+
+def _initial_state(config: ml_collections.ConfigDict, model: models.VGG,
+                   tx: optax.GradientTransformation, load_init) -> tuple[TrainState, jax.Array]:
+    """The step-0 train state (replicated on every device) and the dropout RNG."""
+    init_rng, rng = jax.random.split(jax.random.key(config.seed))
+    image = jnp.zeros((1, config.image_size, config.image_size, 3))
+    variables = jax.jit(model.init)(init_rng, image)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    if load_init is not None:
+        params, stats = load_init(params)
+        batch_stats = stats or batch_stats
+        logging.info("Initialised from %s.", config.init_from)
+    state = TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
+                       opt_state=tx.init(params), plateau=optim.plateau_init())
+    return checkpoints.replicated(state), checkpoints.replicated(rng)
+
+
+def _summarize(history: list[dict], step: int, store: checkpoints.Checkpoints,
+               skip_nonfinite: bool) -> dict:
+    """Mean training metrics of the steps in ``history`` (the last one is ``step``).
+
+    Raises ``NonFiniteError`` naming the first non-finite step unless such steps are skipped.
+    """
+    values = jax.device_get(_stack(history))
+    finite = values.pop("finite") > 0
+    if not finite.all() and not skip_nonfinite:
+        bad = step - len(history) + 1 + int(np.argmin(finite))
+        store.wait()
+        kept = store.latest_step()
+        where = (f"the checkpoint of step {kept} in {store.directory} is kept" if kept is not None
+                 else "no checkpoint had been written")
+        raise NonFiniteError(f"Non-finite loss or gradients at step {bad}; stopped, and {where}. "
+                             f"Lower the learning rate, or set skip_nonfinite=True to skip "
+                             f"such steps.")
+    summary = {f"train_{k}": float(np.mean(v[finite])) if finite.any() else float("nan")
+               for k, v in values.items()}
+    summary["train_skipped_steps"] = float(np.sum(~finite))
+    return summary
 
 
 def _stack(history: list[dict]) -> dict:

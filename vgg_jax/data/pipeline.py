@@ -58,6 +58,17 @@ def _to_devices(batch: Batch, num_devices: int) -> Batch:
     return {k: v.reshape(num_devices, -1, *v.shape[1:]) for k, v in batch.items()}
 
 
+def epoch_steps(builder: tfds.core.DatasetBuilder, split: str, sub_batch: int,
+                num_shards: int) -> int:
+    """Steps per epoch when each of ``num_shards`` shards gives ``sub_batch`` examples a step."""
+    shard_size = min(split_size(builder, process_split(split, i, num_shards))
+                     for i in range(num_shards))
+    if shard_size < sub_batch:
+        raise ValueError(f"The split {split!r} has {shard_size} examples per data shard, "
+                         f"fewer than {sub_batch}: use a smaller batch_size.")
+    return shard_size // sub_batch
+
+
 def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int,
                   crop: int, scale_min: int, scale_max: int, seed: int,
                   start_step: int = 0, shuffle_buffer: int = 0, cache: bool = True,
@@ -86,12 +97,9 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
                          f"processes with {local_batch} examples each: use a multiple.")
     per_process = num_shards // process_count
     sub_batch = local_batch // per_process
+    steps_per_epoch = epoch_steps(builder, split, sub_batch, num_shards)
     shard_size = min(split_size(builder, process_split(split, i, num_shards))
                      for i in range(num_shards))
-    steps_per_epoch = shard_size // sub_batch
-    if steps_per_epoch == 0:
-        raise ValueError(f"The split {split!r} has {shard_size} examples per data shard, "
-                         f"fewer than {sub_batch}: use a smaller batch_size.")
     start_epoch, skip = divmod(start_step, steps_per_epoch)
     shards = [_shard_batches(builder, process_split(split, shard, num_shards), shard,
                              sub_batch=sub_batch, steps_per_epoch=steps_per_epoch,

@@ -1,0 +1,173 @@
+"""Surviving faults: SIGTERM and SIGKILL with exact resume, damaged checkpoints, failed saves,
+non-finite losses."""
+
+import glob
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vgg_jax import checkpoints, train
+from vgg_jax.errors import PREEMPTED_EXIT_CODE, NonFiniteError
+
+from conftest import ROOT
+from test_train import assert_trees, final_params
+
+
+def write_config(config, path) -> str:
+    """A config file ``main`` can load, holding ``config``'s values."""
+    with open(path, "w") as f:
+        f.write("import json\nimport ml_collections\n\n\ndef get_config():\n"
+                f"    return ml_collections.ConfigDict(json.loads({json.dumps(json.dumps(config.to_dict()))}))\n")
+    return str(path)
+
+
+def start(config_file: str, workdir: str, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.Popen([sys.executable, "-m", "vgg_jax.main", f"--config={config_file}",
+                             f"--workdir={workdir}"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def wait_for_checkpoint(workdir: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not glob.glob(os.path.join(workdir, "checkpoints", "[0-9]*")):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def long_config(tiny_config):
+    tiny_config.num_train_steps = 150
+    tiny_config.checkpoint_every_steps = 10
+    tiny_config.eval_every_steps = 150
+    tiny_config.log_every_steps = 10
+    return tiny_config
+
+
+@pytest.fixture
+def straight_run(long_config, tmp_path) -> str:
+    workdir = str(tmp_path / "straight")
+    train.train_and_evaluate(long_config, workdir)
+    return workdir
+
+
+def test_sigterm_checkpoints_the_current_step_and_resume_is_exact(long_config, straight_run,
+                                                                  tmp_path):
+    config_file = write_config(long_config, tmp_path / "cfg.py")
+    workdir = str(tmp_path / "preempted")
+    proc = start(config_file, workdir)
+    wait_for_checkpoint(workdir, proc)
+    time.sleep(random.uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, err[-2000:]
+    stopped = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints")).latest_step()
+    assert f"checkpoint of step {stopped} written" in err
+    assert 10 <= stopped < 150
+    resumed = start(config_file, workdir)
+    _, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err[-2000:]
+    assert f"Resumed from step {stopped}" in err
+    assert_trees(final_params(workdir), final_params(straight_run))  # bit for bit
+
+
+def test_sigkill_at_a_random_step_then_restart_is_bit_exact(long_config, straight_run, tmp_path):
+    config_file = write_config(long_config, tmp_path / "cfg.py")
+    workdir = str(tmp_path / "killed")
+    proc = start(config_file, workdir)
+    wait_for_checkpoint(workdir, proc)
+    time.sleep(random.uniform(0.0, 2.0))
+    proc.kill()
+    proc.wait()
+    restarted = start(config_file, workdir)
+    _, err = restarted.communicate(timeout=240)
+    assert restarted.returncode == 0, err[-2000:]
+    assert_trees(final_params(workdir), final_params(straight_run))
+
+
+def _damage(kind: str, step_dir: str) -> None:
+    if kind == "truncated file":
+        files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
+                 if os.path.isfile(f)]
+        biggest = max(files, key=os.path.getsize)
+        with open(biggest, "r+b") as f:
+            f.truncate(os.path.getsize(biggest) // 2)
+    elif kind == "missing metadata":
+        os.remove(os.path.join(step_dir, "meta", "metadata"))
+    else:  # a save that died half-way: only orbax's temporary directory exists
+        os.rename(step_dir, step_dir + ".orbax-checkpoint-tmp-1234")
+
+
+@pytest.mark.parametrize("kind", ["truncated file", "missing metadata", "half-written"])
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(kind, tiny_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    tiny_config.num_train_steps = 6
+    train.train_and_evaluate(tiny_config, workdir)  # checkpoints at steps 3 and 6
+    ckpts = os.path.join(workdir, "checkpoints")
+    step3 = checkpoints.Checkpoints(ckpts, read_only=True).restore_raw(3)["params"]
+    _damage(kind, os.path.join(ckpts, "6"))
+    tiny_config.num_train_steps = 9
+    metrics, state = train.train_and_evaluate(tiny_config, workdir, return_state=True)
+    assert metrics["step"] == 9
+    # Resumed from step 3: steps 4-9 trained again, so step 9 equals a straight 9-step run.
+    straight = str(tmp_path / "straight")
+    train.train_and_evaluate(tiny_config, straight)
+    assert_trees(final_params(workdir), final_params(straight))
+    assert os.path.isdir(os.path.join(ckpts, "3"))
+    assert_trees(checkpoints.Checkpoints(ckpts, read_only=True).restore_raw(3)["params"], step3)
+    if kind != "half-written":  # the damaged checkpoint is kept aside, not deleted
+        assert glob.glob(os.path.join(ckpts, "6.unreadable*"))
+
+
+def test_failed_save_is_reported_and_the_previous_checkpoint_stays(tiny_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    tiny_config.num_train_steps = 3
+    train.train_and_evaluate(tiny_config, workdir)
+    ckpts = os.path.join(workdir, "checkpoints")
+    before = checkpoints.Checkpoints(ckpts, read_only=True).restore_raw(3)["params"]
+    tiny_config.num_train_steps = 6
+    config_file = write_config(tiny_config, tmp_path / "cfg.py")
+    # Files over 64 KiB cannot be written (as on a full disk); the event log stays smaller.
+    limit = lambda: (signal.signal(signal.SIGXFSZ, signal.SIG_IGN),  # noqa: E731
+                     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16)))
+    proc = start(config_file, workdir, preexec_fn=limit)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 2, err[-2000:]
+    line = [l for l in err.splitlines() if l.startswith("error:")][-1]
+    assert "Saving the checkpoint of step 6" in line and "step 3 is intact" in line
+    store = checkpoints.Checkpoints(ckpts, read_only=True)
+    assert store.all_steps() == [3]
+    assert_trees(store.restore_raw(3)["params"], before)
+
+
+def test_nonfinite_loss_stops_with_the_step_or_is_skipped(tiny_config, tmp_path):
+    tiny_config.arch = "vgg11"  # no BatchNorm to tame a huge learning rate
+    tiny_config.learning_rate = 1e12
+    tiny_config.num_train_steps = 9
+    tiny_config.checkpoint_every_steps = 1
+    tiny_config.log_every_steps = 100
+    workdir = str(tmp_path / "diverged")
+    with pytest.raises(NonFiniteError, match=r"Non-finite loss or gradients at step (\d+)") as e:
+        train.train_and_evaluate(tiny_config, workdir)
+    bad = int(e.value.args[0].split("at step ")[1].split(";")[0])
+    store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    kept = store.latest_step()
+    assert kept is not None and kept < bad and f"step {kept}" in str(e.value)
+    assert all(np.isfinite(x).all() for x in
+               jax.tree_util.tree_leaves(store.restore_raw(kept)["params"]))
+    tiny_config.skip_nonfinite = True
+    metrics, state = train.train_and_evaluate(tiny_config, str(tmp_path / "skipped"),
+                                              return_state=True)
+    assert metrics["step"] == 9
+    assert all(np.isfinite(np.asarray(x)).all()
+               for x in jax.tree_util.tree_leaves(state.params))
