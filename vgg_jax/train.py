@@ -100,8 +100,10 @@ def topk_correct(scores: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarra
 
 
 def normalize(batch: dict, mean_rgb, std_rgb) -> jnp.ndarray:
-    """uint8 images -> float32 (x + colour shift - mean) / std, on the device."""
+    """uint8 images -> float32 (x + colour shift - mean) / std, mirrored where ``flip``."""
     images = batch["images"].astype(jnp.float32)
+    if "flip" in batch:
+        images = jnp.where(batch["flip"][:, None, None, None], images[:, :, ::-1], images)
     if "shift" in batch:
         images = images + batch["shift"][:, None, None, :]
     return (images - jnp.asarray(mean_rgb, jnp.float32)) / jnp.asarray(std_rgb, jnp.float32)

@@ -120,9 +120,17 @@ def train_image(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: i
         raise ValueError(f"Unknown crop_mode {crop_mode!r}; use 'scale' or 'inception'.")
     image = _resize(_decode_window(image_bytes, window), crop)
     if flip:
-        image = tf.cond(tf.random.stateless_uniform([], seeds[2]) < 0.5,
-                        lambda: tf.image.flip_left_right(image), lambda: image)
+        image = tf.cond(flip_draw(seed), lambda: tf.image.flip_left_right(image), lambda: image)
     return image
+
+
+def flip_draw(seed: tf.Tensor) -> tf.Tensor:
+    """Whether ``train_image(..., seed, ...)`` flips the image (probability 1/2).
+
+    The input pipeline crops with ``flip=False`` and ships this bit, and the device flips
+    while it normalises the batch: free there, a copy of every image here.
+    """
+    return tf.random.stateless_uniform([], tf.random.experimental.stateless_split(seed, 4)[2]) < 0.5
 
 
 def reference_train_crop(image_bytes: tf.Tensor, seed: tf.Tensor, crop: int, scale_min: int,

@@ -77,8 +77,9 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
                   process_count: Optional[int] = None) -> tuple[int, Iterator[Batch]]:
     """(steps per epoch, endless iterator of training batches from ``start_step`` on).
 
-    Batches hold ``images`` (num_devices, per_device, crop, crop, 3) uint8, ``shift`` (the
-    per-image PCA colour offset, zero when ``pca_std`` is 0) and ``labels``.
+    Batches hold ``images`` (num_devices, per_device, crop, crop, 3) uint8, ``flip`` (whether
+    to mirror the image, which the device does), ``shift`` (the per-image PCA colour offset,
+    zero when ``pca_std`` is 0) and ``labels``.
     ``shuffle_buffer=0`` shuffles each shard whole; ``crop_mode`` and ``pca_std`` are
     those of ``augment.train_image``.
 
@@ -138,10 +139,11 @@ def _shard_batches(builder, split: str, shard: int, *, sub_batch: int, steps_per
         image_bytes, label = example
         ex_seed = tf.stack([tf.cast(seed, tf.int64) * 1_009 + shard, epoch * (1 << 32) + index])
         image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max,
-                                    crop_mode=crop_mode)
+                                    flip=False, crop_mode=crop_mode)
         colour_seed = tf.random.experimental.stateless_split(ex_seed, 4)[3]  # as train_image
         shift = augment.pca_shift(colour_seed, pca_std) if pca_std > 0 else tf.zeros([3])
-        return {"images": augment.to_uint8(image), "shift": shift, "labels": label}
+        return {"images": augment.to_uint8(image), "flip": augment.flip_draw(ex_seed),
+                "shift": shift, "labels": label}
 
     # One dataset over all epochs, so that the next epoch's shuffle buffer fills in the
     # background instead of stalling training at every epoch boundary.
