@@ -46,6 +46,12 @@ def test_resume_rebuilds_the_same_batches(image_folder, tmp_path):
         np.testing.assert_array_equal(want["labels"], got["labels"])
         np.testing.assert_array_equal(want["shift"], got["shift"])
     assert not np.array_equal(straight[0]["labels"], straight[spe]["labels"])  # reshuffled
+    tf.random.set_seed(0)  # as keras.utils.set_random_seed does: must change nothing
+    try:
+        _, seeded = pipeline.train_batches(builder, "train", **kw)
+        np.testing.assert_array_equal(next(seeded)["labels"], straight[0]["labels"])
+    finally:
+        tf.random.set_seed(None)
     assert straight[0]["images"].shape == (2, 8, 32, 32, 3)
     assert straight[0]["images"].dtype == np.uint8 and straight[0]["shift"].shape == (2, 8, 3)
 

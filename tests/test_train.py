@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vgg_jax import checkpoints, train
+from vgg_jax import checkpoints, train, transfer
 from vgg_jax.data import pipeline, sources
 from vgg_jax.errors import UserError
 
@@ -201,7 +201,7 @@ def test_init_from_net_a_copies_its_layers(tiny_config, tmp_path):
     deep.arch, deep.init_from = "vgg13", source
     model = train.create_model(deep)
     variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
-    load = train._init_from_params(deep, variables["params"])
+    load, _ = transfer.init_from_params(deep, variables["params"])
     params, _ = load(variables["params"])
     a = final_params(source)
     for name in ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8"):

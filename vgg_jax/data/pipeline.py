@@ -13,6 +13,7 @@ Evaluation data covers the split exactly once: the last batch is padded and carr
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 from typing import Iterator, Optional
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow.python.eager import context  # the global seed has no public getter
 
 from vgg_jax.data import augment
 
@@ -102,13 +104,15 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
     shard_size = min(split_size(builder, process_split(split, i, num_shards))
                      for i in range(num_shards))
     start_epoch, skip = divmod(start_step, steps_per_epoch)
-    shards = [_shard_batches(builder, process_split(split, shard, num_shards), shard,
-                             sub_batch=sub_batch, steps_per_epoch=steps_per_epoch,
-                             start_epoch=start_epoch, skip=skip, crop=crop,
-                             scale_min=scale_min, scale_max=scale_max, seed=seed,
-                             shuffle_buffer=shuffle_buffer or shard_size + 1, cache=cache,
-                             crop_mode=crop_mode, pca_std=pca_std)
-              for shard in range(process_index * per_process, (process_index + 1) * per_process)]
+    with _own_seeds():
+        shards = [_shard_batches(builder, process_split(split, shard, num_shards), shard,
+                                 sub_batch=sub_batch, steps_per_epoch=steps_per_epoch,
+                                 start_epoch=start_epoch, skip=skip, crop=crop,
+                                 scale_min=scale_min, scale_max=scale_max, seed=seed,
+                                 shuffle_buffer=shuffle_buffer or shard_size + 1, cache=cache,
+                                 crop_mode=crop_mode, pca_std=pca_std)
+                  for shard in range(process_index * per_process,
+                                     (process_index + 1) * per_process)]
     ds = shards[0] if len(shards) == 1 else tf.data.Dataset.zip(tuple(shards)).map(
         lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
     ds = _with_options(ds.prefetch(tf.data.AUTOTUNE))
@@ -118,6 +122,24 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
             yield _to_devices(batch, num_devices)
 
     return steps_per_epoch, batches()
+
+
+@contextlib.contextmanager
+def _own_seeds():
+    """Builds datasets whose shuffles depend on our seeds alone, not on a global TF seed.
+
+    ``tf.random.set_seed`` (Keras's ``set_random_seed`` calls it) would otherwise mix into
+    every shuffle, and a global seed of 0 breaks shuffles seeded by a tensor.
+    """
+    previous = context.global_seed()
+    if previous is None:
+        yield
+        return
+    tf.random.set_seed(None)
+    try:
+        yield
+    finally:
+        tf.random.set_seed(previous)
 
 
 def _shard_batches(builder, split: str, shard: int, *, sub_batch: int, steps_per_epoch: int,
