@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Iterable, Optional, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vgg_jax import checkpoints, models, train
+from vgg_jax import checkpoints, cli, distributed, models, train
 from vgg_jax.data import augment, pipeline, sources
 from vgg_jax.errors import UserError
 
@@ -266,6 +267,10 @@ def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
     for i, (label, rescaled) in enumerate(_rescaled_examples(builder, split, scales)):
         labels[i] = label
         evaluator.add(i, rescaled)
+        if (i + 1) % 1000 == 0:
+            rate = (i + 1) / (time.time() - start)
+            logging.info("Evaluated %d/%d images, %.1f images/s, ETA %.0f s.", i + 1,
+                         num_images, rate, (num_images - i - 1) / rate)
     posteriors = evaluator.results()
     seconds = time.time() - start
     rows = []
@@ -310,8 +315,10 @@ def main(argv):
     from absl import flags
     del argv
     FLAGS = flags.FLAGS
+    cli.setup_logging()
     try:
         config = FLAGS.config.copy_and_resolve_references()
+        distributed.initialize(config)
         scales = [int(q) for q in FLAGS.scales.split(",")] if FLAGS.scales else None
         protocols = FLAGS.protocols.split(",")
         rows = evaluate(config, FLAGS.checkpoint, scales, protocols, FLAGS.split or None,

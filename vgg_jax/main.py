@@ -8,14 +8,13 @@ checkpoint that could not be written); 75 when stopped by SIGTERM after writing 
 (rerun to resume).
 """
 
-import logging as pylogging
 import sys
 
 import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from vgg_jax import distributed, train
+from vgg_jax import cli, distributed, train
 from vgg_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
 FLAGS = flags.FLAGS
@@ -43,10 +42,7 @@ def parse_flags(argv):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.INFO)
-    # Orbax reports every file it writes at INFO; keep the log to training progress.
-    logging.get_absl_logger().addFilter(
-        lambda r: r.levelno >= pylogging.WARNING or "/orbax/" not in r.pathname)
+    cli.setup_logging()
     try:
         config = FLAGS.config.copy_and_resolve_references()
     except OSError as e:  # ml_collections reports an unloadable config file on first access
