@@ -89,7 +89,7 @@ def main() -> None:
     print(f"uninterrupted run: {time.time() - t:.0f} s")
     lost, restarts, previous_last, kills = [], [], None, 0
     while True:
-        delay = rng.uniform(1.0, 8.0) if kills < args.kills else -1.0
+        delay = rng.uniform(0.5, 3.0) if kills < args.kills else -1.0
         resumed, last, first_at, code = run_until_killed(command(soaked, args), delay, sig)
         if previous_last is not None:
             lost.append(previous_last - resumed)

@@ -278,6 +278,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if resume is not None:
         state, start_step = store.restore_newest(state)
         logging.info("Resumed from step %d of %s.", start_step, store.directory)
+    # Placed as the train step returns it, so that the step compiles once, not twice.
+    identity = jax.pmap(lambda tree, _: tree, axis_name=AXIS, in_axes=(None, 0), out_axes=None)
+    place = lambda tree: identity(tree, np.zeros(jax.local_device_count()))  # noqa: E731
+    state = place(state)
 
     norm = dict(mean_rgb=tuple(config.mean_rgb), std_rgb=tuple(config.std_rgb))
     data_kw = dict(crop=config.image_size, cache=config.cache)
@@ -330,7 +334,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 history, t0 = [], time.time()
             if evaluated:
                 eval_metrics = run_eval(state)
-                state = state.replace(plateau=checkpoints.replicated(optim.plateau_update(
+                state = state.replace(plateau=place(optim.plateau_update(
                     jax.device_get(state.plateau), eval_metrics["eval_top1"], config)))
                 writer.write_scalars(step, eval_metrics)
                 t0 = time.time()
