@@ -7,7 +7,7 @@ Trains a small net (configs/quickstart.py, narrowed) on the built-in data set th
 ``python -m vgg_jax.main``; after a random delay sends SIGKILL (or SIGTERM) and restarts the
 same command, until the run finishes. Reports, per preemption, the steps lost (last step
 reached minus the step resumed from; 0 expected with SIGTERM, at most the checkpoint interval
-with SIGKILL) and the restart time (process start to first new step), then checks the final
+with SIGKILL and ``--sync``, plus the steps a save takes with asynchronous saves) and the restart time (process start to first new step), then checks the final
 parameters against an uninterrupted run bit for bit, and appends a row to
 benchmarks/results/preemption.md. Not part of the tests: it takes several minutes.
 """
@@ -39,7 +39,8 @@ def command(workdir: str, args) -> list[str]:
             f"--workdir={workdir}", "--config.width=0.125", "--config.fc_width=64",
             f"--config.num_train_steps={args.steps}", "--config.log_every_steps=1",
             f"--config.checkpoint_every_steps={args.checkpoint_every}",
-            f"--config.eval_every_steps={args.steps}", "--config.batch_size=32"]
+            f"--config.eval_every_steps={args.steps}", "--config.batch_size=32",
+            f"--config.async_checkpoints={not args.sync}"]
 
 
 def run_until_killed(cmd: list[str], delay: float, sig) -> tuple[int, int, float, int]:
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--workdir", default="/tmp/vgg_soak")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sync", action="store_true", help="synchronous checkpoints")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     sig = getattr(signal, f"SIG{args.signal}")
@@ -108,9 +110,9 @@ def main() -> None:
         "preemption", "Preemption soak test (benchmarks/preemption_soak.py)",
         "Steps lost = last step logged before the kill minus the step resumed from; restart = "
         "process start to its first new step (imports, data, compilation).",
-        ["signal", "steps", "checkpoint every", "preemptions", "steps lost (mean / max)",
+        ["signal", "steps", "checkpoint every", "async saves", "preemptions", "steps lost (mean / max)",
          "restart s (mean)", "final params bit-equal"],
-        [args.signal, args.steps, args.checkpoint_every, kills,
+        [args.signal, args.steps, args.checkpoint_every, "no" if args.sync else "yes", kills,
          f"{np.mean(lost or [0]):.1f} / {max(lost or [0])}", f"{np.mean(restarts or [0]):.1f}",
          "yes" if equal else "NO"])
     print(row, end="")

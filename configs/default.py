@@ -60,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 1.0
     c.checkpoint_every_steps = 0
     c.keep_checkpoints = 3
+    c.async_checkpoints = True  # write while training goes on; False: a kill loses at most
+                                # checkpoint_every_* steps
     c.skip_nonfinite = False   # skip steps with NaN/inf loss or gradients instead of stopping
     c.init_from = ""           # a workdir, checkpoints folder or convert --out to start from
     c.freeze = ""              # regex of layers kept fixed, e.g. 'conv.*|bn.*' (the features)

@@ -34,7 +34,8 @@ def checkpoint_dir(path: str) -> str:
 class Checkpoints:
     """The checkpoints of one run directory."""
 
-    def __init__(self, directory: str, keep: int = 3, read_only: bool = False):
+    def __init__(self, directory: str, keep: int = 3, read_only: bool = False,
+                 asynchronous: bool = True):
         policy = cm.AnyPreservationPolicy([
             cm.LatestN(keep),
             # Sorted ascending, BestN keeps the last n: the highest top-1.
@@ -43,7 +44,7 @@ class Checkpoints:
         ])
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy, create=not read_only, read_only=read_only,
-            enable_async_checkpointing=not read_only)
+            enable_async_checkpointing=asynchronous and not read_only)
         self.directory = os.path.abspath(directory)
         self._saving: Optional[int] = None
         self.manager = ocp.CheckpointManager(

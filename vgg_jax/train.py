@@ -251,7 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     builder = sources.get_builder(config.dataset, config.data_dir, config.manual_dir)
     sources.check_splits(builder, [config.train_split, config.eval_split])
     store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"),
-                                    keep=config.keep_checkpoints)
+                                    keep=config.keep_checkpoints,
+                                    asynchronous=config.async_checkpoints)
     model = create_model(config, bn_axis_name=AXIS)
     abstract = models.abstract_variables(model, config.image_size)
     resume, load_init = store.newest_meta(), None
