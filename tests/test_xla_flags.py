@@ -1,0 +1,54 @@
+"""The fast XLA:CPU configuration vgg_jax sets on import computes what plain XLA computes."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+SCRIPT = """
+import os, sys
+import vgg_jax
+import jax, jax.numpy as jnp, numpy as np
+from vgg_jax import models, train
+model = models.create_model("vgg11_bn", num_classes=10, width=0.25, fc_width=64)
+x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+y = jnp.arange(4) % 10
+variables = model.init(jax.random.key(0), x)
+
+def loss(params):
+    logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                            train=True, rngs={"dropout": jax.random.key(2)},
+                            mutable=["batch_stats"])
+    return train.cross_entropy(logits, y).mean()
+
+value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
+leaves = {jax.tree_util.keystr(k): np.asarray(g)
+          for k, g in jax.tree_util.tree_leaves_with_path(grads)}
+np.savez(sys.argv[1], loss=np.asarray(value), flags=os.environ.get("XLA_FLAGS", ""), **leaves)
+"""
+
+
+def _run(out: str, plain: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "VGG_JAX_PLAIN_XLA")}
+    if plain:
+        env["VGG_JAX_PLAIN_XLA"] = "1"
+    subprocess.run([sys.executable, "-c", SCRIPT, out], env=env, check=True,
+                   capture_output=True)
+    return dict(np.load(out))
+
+
+def test_fast_cpu_path_gives_the_same_loss_and_gradients(tmp_path):
+    fast = _run(str(tmp_path / "fast.npz"), plain=False)
+    plain = _run(str(tmp_path / "plain.npz"), plain=True)
+    assert "xla_cpu_experimental_ynn_fusion_type" in str(fast.pop("flags"))
+    assert "xla_cpu_experimental_ynn_fusion_type" not in str(plain.pop("flags"))
+    assert fast.keys() == plain.keys() and len(fast) > 20
+    np.testing.assert_allclose(fast["loss"], plain["loss"], rtol=1e-5)
+    keys = sorted(k for k in fast if k != "loss")
+    a = np.concatenate([fast[k].ravel() for k in keys])
+    b = np.concatenate([plain[k].ravel() for k in keys])
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-4
+    for key in keys:  # conv biases before BatchNorm have (near-)zero gradients: absolute there
+        np.testing.assert_allclose(fast[key], plain[key], rtol=1e-3,
+                                   atol=1e-4 * np.abs(b).max(), err_msg=key)
