@@ -274,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule, frozen)
-    state, rng = _initial_state(config, model, tx, load_init)
+    state, rng = initial_state(config, model, tx, load_init)
     start_step = 0
     if resume is not None:
         state, start_step = store.restore_newest(state)
@@ -358,7 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return (metrics, state) if return_state else metrics
 
 
-def _initial_state(config: ml_collections.ConfigDict, model: models.VGG,
+def initial_state(config: ml_collections.ConfigDict, model: models.VGG,
                    tx: optax.GradientTransformation, load_init) -> tuple[TrainState, jax.Array]:
     """The step-0 train state (replicated on every device) and the dropout RNG."""
     init_rng, rng = jax.random.split(jax.random.key(config.seed))
