@@ -101,15 +101,14 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
     per_process = num_shards // process_count
     sub_batch = local_batch // per_process
     steps_per_epoch = epoch_steps(builder, split, sub_batch, num_shards)
-    shard_size = min(split_size(builder, process_split(split, i, num_shards))
-                     for i in range(num_shards))
+    largest_shard = -(-split_size(builder, split) // num_shards)  # even_splits differ by <= 1
     start_epoch, skip = divmod(start_step, steps_per_epoch)
     with _own_seeds():
         shards = [_shard_batches(builder, process_split(split, shard, num_shards), shard,
                                  sub_batch=sub_batch, steps_per_epoch=steps_per_epoch,
                                  start_epoch=start_epoch, skip=skip, crop=crop,
                                  scale_min=scale_min, scale_max=scale_max, seed=seed,
-                                 shuffle_buffer=shuffle_buffer or shard_size + 1, cache=cache,
+                                 shuffle_buffer=shuffle_buffer or largest_shard, cache=cache,
                                  crop_mode=crop_mode, pca_std=pca_std)
                   for shard in range(process_index * per_process,
                                      (process_index + 1) * per_process)]
