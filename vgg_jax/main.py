@@ -24,30 +24,11 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.",
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def parse_flags(argv):
-    """absl's flag parsing, with a bad ``--config.x=`` override reported in one line."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    except (AttributeError, KeyError) as e:
-        field = str(e).strip("\"'")
-        print(f"error: unknown config field {field!r}: the fields are listed in configs/default.py.",
-              file=sys.stderr)
-    except (TypeError, ValueError) as e:
-        print(f"error: bad config override: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     cli.setup_logging()
-    try:
-        config = FLAGS.config.copy_and_resolve_references()
-    except OSError as e:  # ml_collections reports an unloadable config file on first access
-        print(f"error: {' '.join(str(e.__cause__ or e).split())}", file=sys.stderr)
-        sys.exit(2)
+    config = cli.resolve_config(FLAGS.config)
     try:
         distributed.initialize(config)
         metrics = train.train_and_evaluate(config, FLAGS.workdir)
@@ -62,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,331 @@
+"""Speed suite: vgg_jax against PyTorch and Keras, side by side in one run.
+
+    python benchmarks/speed.py            # the full grid (about 25 min on 2 cores)
+    python benchmarks/speed.py --quick    # VGG-16 only (about 6 min)
+    python benchmarks/speed.py --smoke --out DIR   # a tiny net: checks the suite (tests)
+
+Measures, each framework in its own process (``benchmarks/frameworks.py``):
+- the machine's matmul peak (best square product, float32 in XLA and PyTorch, bfloat16 in
+  XLA), the reference for utilisation;
+- per configuration, image size, batch and dtype: training-step and inference images/s,
+  compile (first-call) seconds, peak resident memory; vgg_jax's FLOP/s (2 FLOP per MAC, a
+  training step counted as 3x the forward pass) and utilisation of the measured peak;
+  PyTorch (eager) and Keras (TensorFlow) as ratios to vgg_jax;
+- the input pipeline's images/s per core (``benchmarks/pipeline.py``'s fused path) times
+  the host's cores, against the training throughput of VGG-16 at 224.
+Writes ``speed.md`` (tables, targets, machine, command) and ``speed.png`` to
+``benchmarks/results/`` (or ``--out``). PyTorch comes with ``pip install -e ".[bench]"``;
+without it its columns say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from frameworks import Case  # noqa: E402
+
+FRAMEWORKS = ("vgg_jax", "pytorch", "keras")
+TABLE1 = ("vgg11", "vgg11_lrn", "vgg13", "vgg16_conv1", "vgg16", "vgg19")
+LETTERS = dict(zip(TABLE1, ("A", "A-LRN", "B", "C", "D", "E")))
+
+
+def grid(name: str) -> list[tuple[Case, tuple[str, ...]]]:
+    """(case, frameworks) pairs of a named grid."""
+    full = name == "full"
+    archs = TABLE1 if full else ("vgg16",)
+    cases = [(Case(a, 224, 8), FRAMEWORKS) for a in archs]
+    cases += [(Case("vgg16", 224, 16), FRAMEWORKS)] if full else []
+    cases += [(Case("vgg16", 224, 8, "bfloat16"), ("vgg_jax",))]
+    cases += [(Case(a, 32, b, steps=10), FRAMEWORKS) for a in archs
+              for b in ((32, 128) if full else (128,))]
+    if name == "smoke":
+        cases = [(Case("vgg11", 32, 4, steps=1, width=0.0625), FRAMEWORKS),
+                 (Case("vgg11", 32, 4, "bfloat16", steps=1, width=0.0625), ("vgg_jax",))]
+    return cases
+
+
+def _worker(args) -> None:
+    """Child process: measures the cases given as JSON, prints one JSON line per result."""
+    import frameworks
+    if args.worker == "peak":
+        out = {"float32": frameworks.matmul_peak("vgg_jax", "float32", args.peak_sizes),
+               "bfloat16": frameworks.matmul_peak("vgg_jax", "bfloat16", args.peak_sizes)}
+        try:
+            out["pytorch_float32"] = frameworks.matmul_peak("pytorch", "float32",
+                                                            args.peak_sizes)
+        except ImportError:
+            pass
+        print("RESULT " + json.dumps(out), flush=True)
+        return
+    if args.worker == "pipeline":
+        import pipeline
+        import tensorflow as tf
+        from vgg_jax.data import augment
+        images = pipeline.photos(64)
+        fn = lambda b, seed: (augment.to_uint8(  # noqa: E731
+            augment.train_image(b, seed, 224, 256, 512, flip=False)), augment.flip_draw(seed))
+        tf.config.set_visible_devices([], "GPU")
+        print("RESULT " + json.dumps({"per_core": pipeline.rate(images, fn, args.seconds, 1)}),
+              flush=True)
+        return
+    for fields in json.loads(args.cases):
+        case = Case(**{**fields, "modes": tuple(fields["modes"])})
+        for r in frameworks.MEASURE[args.worker](case):
+            print("RESULT " + json.dumps({**dataclasses.asdict(case), **r}), flush=True)
+
+
+def _run_child(argv: list[str], timeout: float) -> tuple[list[dict], str]:
+    """Runs this script as a worker; returns its RESULT lines and, on failure, why."""
+    env = dict(os.environ)
+    try:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return [], f"timed out after {timeout:.0f} s"
+    results = [json.loads(line[7:]) for line in proc.stdout.splitlines()
+               if line.startswith("RESULT ")]
+    error = ""
+    if proc.returncode:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        error = lines[-1] if lines else f"exit code {proc.returncode}"
+    return results, error
+
+
+def available(framework: str) -> str:
+    """'' if ``framework``'s package imports here, else how to get it."""
+    module = {"vgg_jax": "jax", "pytorch": "torch", "keras": "keras"}[framework]
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        return "not installed (pip install -e \".[bench]\")"
+    return ""
+
+
+def measure_all(cases, timeout: float) -> tuple[list[dict], dict[str, str]]:
+    """Runs every case, grouping cases of one framework and image size into one process."""
+    results, errors = [], {}
+    groups: dict[tuple[str, int], list[Case]] = {}
+    for case, fws in cases:
+        for fw in fws:
+            groups.setdefault((fw, case.size), []).append(case)
+    for (fw, size), group in groups.items():
+        missing = available(fw)
+        if missing:
+            errors[fw] = missing
+            continue
+        start = time.time()
+        print(f"[speed] {fw} at {size}x{size}: {len(group)} case(s) ...", flush=True)
+        rows, error = _run_child(["--worker", fw, "--cases", json.dumps(
+            [dataclasses.asdict(c) for c in group])], timeout)
+        for r in rows:
+            r["framework"] = fw
+            print(f"[speed]   {r['arch']} b{r['batch']} {r['dtype']} {r['mode']}: "
+                  f"{r['images_per_s']:.2f} img/s", flush=True)
+        results += rows
+        if error:
+            errors[f"{fw} {size}"] = error
+            print(f"[speed]   failed: {error}", flush=True)
+        print(f"[speed]   {time.time() - start:.0f} s", flush=True)
+    return results, errors
+
+
+def machine() -> str:
+    """CPU model, cores, memory and the framework versions, in one line."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    versions = []
+    for name in ("jax", "flax", "torch", "tensorflow", "keras"):
+        try:
+            module = __import__(name)
+            versions.append(f"{name} {module.__version__}")
+        except ImportError:
+            pass
+    flags = os.environ.get("XLA_FLAGS", "")
+    return (f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB; Python "
+            f"{platform.python_version()}; {', '.join(versions)}"
+            + (f"; XLA_FLAGS={flags}" if flags else ""))
+
+
+def _key(r: dict) -> tuple:
+    return (r["arch"], r["size"], r["batch"], r["dtype"], r["mode"])
+
+
+def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def report(results: list[dict], peaks: dict, pipeline_rate: float | None,
+           errors: dict, command: str, seconds: float) -> tuple[str, list[dict]]:
+    """The markdown report and the joined rows (one per case and mode)."""
+    import frameworks
+    by = {(r["framework"], *_key(r)): r for r in results}
+    fp32_peak = max(peaks["float32"], peaks.get("pytorch_float32", 0.0))
+    rows = []
+    for r in results:
+        if r["framework"] != "vgg_jax":
+            continue
+        macs = frameworks.forward_macs(r["arch"], r["size"], r["width"])
+        flops = r["images_per_s"] * 2 * macs * (3 if r["mode"] == "train" else 1)
+        peak = peaks["bfloat16"] if r["dtype"] == "bfloat16" else fp32_peak
+        row = {**r, "gflops": flops / 1e9, "utilisation": flops / peak}
+        for fw in FRAMEWORKS[1:]:
+            other = by.get((fw, *_key(r)))
+            row[fw] = other
+            row[f"{fw}_ratio"] = r["images_per_s"] / other["images_per_s"] if other else None
+        rows.append(row)
+
+    def line(row):
+        def other(fw):
+            o = row[fw]
+            return [_fmt(o and o["images_per_s"]), _fmt(row[f"{fw}_ratio"], ".2f", "x"),
+                    _fmt(o and o["peak_rss_gib"], ".1f")]
+        name = LETTERS.get(row["arch"], row["arch"])
+        return (f"| {name} | {row['size']} | {row['batch']} | {row['dtype']} | {row['mode']} | "
+                f"{row['images_per_s']:.2f} | {row['gflops']:.0f} | "
+                f"{100 * row['utilisation']:.0f}% | {row['first_call_s']:.1f} | "
+                f"{row['peak_rss_gib']:.1f} | " + " | ".join(other("pytorch") + other("keras"))
+                + " |")
+
+    head = ("| config | size | batch | dtype | step | vgg_jax img/s | GFLOP/s | of peak | "
+            "compile s | RSS GiB | PyTorch img/s | vgg_jax/PyTorch | PyTorch GiB | "
+            "Keras img/s | vgg_jax/Keras | Keras GiB |\n" + "|---" * 16 + "|\n")
+    peak_text = (f"float32 {peaks['float32'] / 1e9:.0f} GFLOP/s (XLA)"
+                 + (f", {peaks['pytorch_float32'] / 1e9:.0f} (PyTorch)"
+                    if "pytorch_float32" in peaks else "")
+                 + f"; bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s (XLA)")
+    md = [f"# Speed: vgg_jax, PyTorch and Keras side by side\n",
+          f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} in {seconds / 60:.0f} min:\n",
+          f"    {command}\n",
+          f"Machine: {machine()}.\n",
+          f"Measured matmul peak (best square product, 2 FLOP per multiply-accumulate): "
+          f"{peak_text}. Utilisation is vgg_jax's FLOP/s (forward MACs x 2, x 3 for a "
+          f"training step) over the peak of its dtype (float32: the higher of XLA's and "
+          f"PyTorch's).\n",
+          "Each framework runs in its own process; images/s are the mean over the timed "
+          "steps after one warm-up step; compile s is XLA's compile time for vgg_jax and "
+          "the first call for the others (columns only for vgg_jax); RSS is the peak resident "
+          "memory of the process during the measurement. Ratios above 1 mean vgg_jax is "
+          "faster.\n", head + "".join(line(r) + "\n" for r in rows)]
+    md.append(targets(rows, pipeline_rate))
+    if errors:
+        md.append("\nNot measured: " + "; ".join(f"{k}: {v}" for k, v in errors.items()) + "\n")
+    return "\n".join(md), rows
+
+
+def targets(rows: list[dict], pipeline_rate: float | None) -> str:
+    """The issue's targets, each with its measured value and whether it is met."""
+    def find(arch, mode, size=224, batch=8, dtype="float32"):
+        return next((r for r in rows if (r["arch"], r["mode"], r["size"], r["batch"],
+                                         r["dtype"]) == (arch, mode, size, batch, dtype)), None)
+    out = ["## Targets\n", "| target | measured | met |", "|---|---|---|"]
+
+    def check(text, value, ok):
+        out.append(f"| {text} | {value} | {'yes' if ok else 'no'} |")
+
+    for mode, ratio, util in (("train", 1.2, 0.65), ("infer", 1.5, 0.80)):
+        r = find("vgg16", mode)
+        if r is None:
+            continue
+        if r["pytorch_ratio"] is not None:
+            check(f"VGG-16 224 b8 {mode}: >= {ratio}x PyTorch", f"{r['pytorch_ratio']:.2f}x",
+                  r["pytorch_ratio"] >= ratio)
+        check(f"VGG-16 224 b8 {mode}: >= {100 * util:.0f}% of the matmul peak",
+              f"{100 * r['utilisation']:.0f}%", r["utilisation"] >= util)
+    r = find("vgg19", "train")
+    if r is not None:
+        check("VGG-19 224 first training step compiles in < 30 s",
+              f"{r['first_call_s']:.1f} s", r["first_call_s"] < 30)
+    r = find("vgg16", "train") or (rows[0] if rows else None)
+    if pipeline_rate and r is not None:
+        cores = os.cpu_count()
+        check(f"input pipeline ({pipeline_rate:.0f} img/s/core x {cores} cores) keeps up "
+              f"with {LETTERS.get(r['arch'], r['arch'])} training at {r['size']}",
+              f"{pipeline_rate * cores / r['images_per_s']:.0f}x the training img/s",
+              pipeline_rate * cores >= r["images_per_s"])
+    return "\n".join(out) + "\n"
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Bar chart: images/s of the three frameworks per configuration, train and inference."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    picks = [r for r in rows if r["dtype"] == "float32"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, mode in zip(axes, ("train", "infer")):
+        sel = [r for r in picks if r["mode"] == mode]
+        labels = [f"{LETTERS.get(r['arch'], r['arch'])}\n{r['size']}px b{r['batch']}"
+                  for r in sel]
+        x = np.arange(len(sel))
+        for i, fw in enumerate(FRAMEWORKS):
+            values = [r["images_per_s"] if fw == "vgg_jax" else
+                      (r[fw]["images_per_s"] if r[fw] else 0) for r in sel]
+            ax.bar(x + (i - 1) * 0.27, values, 0.27, label=fw)
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("images/s (log)")
+        ax.set_title({"train": "training step", "infer": "inference"}[mode])
+        ax.legend(fontsize=8)
+    fig.suptitle("VGG throughput on " + machine().split(";")[0], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="VGG-16 only")
+    parser.add_argument("--smoke", action="store_true", help="a tiny net: checks the suite")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--cases", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=6.0, help=argparse.SUPPRESS)
+    parser.add_argument("--peak-sizes", type=lambda s: tuple(map(int, s.split(","))),
+                        default=(1024, 2048, 3072), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return _worker(args)
+    start = time.time()
+    command = "python " + " ".join(shlex.quote(a) for a in
+                                   [os.path.relpath(__file__), *sys.argv[1:]])
+    small = ["--peak-sizes", "256,512", "--seconds", "1"] if args.smoke else []
+    peaks, error = _run_child(["--worker", "peak", *small], args.timeout)
+    if not peaks:
+        raise SystemExit(f"Measuring the matmul peak failed: {error}")
+    print(f"[speed] matmul peak: {peaks[0]['float32'] / 1e9:.0f} GFLOP/s float32", flush=True)
+    results, errors = measure_all(grid("smoke" if args.smoke else
+                                       "quick" if args.quick else "full"), args.timeout)
+    pipe, error = _run_child(["--worker", "pipeline", *small], args.timeout)
+    if error:
+        errors["pipeline"] = error
+    md, rows = report(results, peaks[0], pipe[0]["per_core"] if pipe else None, errors,
+                      command, time.time() - start)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "speed.md"), "w") as f:
+        f.write(md)
+    plot(rows, os.path.join(args.out, "speed.png"))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""BatchNorm: configurations A and D with and without it (not in the paper, which predates it).
+
+python -m vgg_jax.sweep --config=configs/ablations/batchnorm.py --workdir=runs/batchnorm \
+    --config.dataset=imagefolder:/tmp/vgg_cifar10/cifar10
+"""
+
+from configs.ablations import cifar
+
+
+def get_config():
+    return cifar.get_config()
+
+
+def get_sweep():
+    return [{"label": label, "arch": arch, "seed": 0}
+            for label, arch in (("A", "vgg11"), ("A-BN", "vgg11_bn"), ("D", "vgg16"),
+                                ("D-BN", "vgg16_bn"))]

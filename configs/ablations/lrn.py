@@ -1,0 +1,16 @@
+"""Local response normalisation: A against A-LRN (Table 3, rows A and A-LRN), three seeds.
+
+python -m vgg_jax.sweep --config=configs/ablations/lrn.py --workdir=runs/lrn \
+    --config.dataset=imagefolder:/tmp/vgg_cifar10/cifar10
+"""
+
+from configs.ablations import cifar
+
+
+def get_config():
+    return cifar.get_config()
+
+
+def get_sweep():
+    return [{"label": label, "arch": arch, "seed": seed}
+            for label, arch in (("A", "vgg11"), ("A-LRN", "vgg11_lrn")) for seed in (0, 1, 2)]
