@@ -14,10 +14,10 @@ def get_config():
     config = cifar10.get_config()
     config.arch = "vgg11"
     config.initializer = "auto"      # Glorot without BatchNorm
-    config.learning_rate = 0.02
+    config.learning_rate = 0.03
     config.schedule = "cosine"
     config.warmup_epochs = 1.0
-    config.num_epochs = 10
+    config.num_epochs = 12
     config.eval_every_epochs = 1000  # once, at the end
     config.checkpoint_every_epochs = 1
     config.log_every_steps = 100
