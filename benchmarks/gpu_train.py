@@ -14,7 +14,6 @@ bf16), and peak device memory. Appends rows to benchmarks/results/gpu.md.
 """
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -27,9 +26,9 @@ import vgg_jax  # noqa: E402,F401  (XLA flags before JAX starts)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import frameworks  # noqa: E402
 import results_table  # noqa: E402
 from configs import default  # noqa: E402
-from vgg_jax import models, optim, train  # noqa: E402
 
 
 def measure(arch: str, args) -> dict:
@@ -40,23 +39,7 @@ def measure(arch: str, args) -> dict:
     devices = jax.local_device_count()
     batch = args.per_device_batch * devices
     config.batch_size = batch
-    model = train.create_model(config, bn_axis_name=train.AXIS)
-    schedule = optim.create_schedule(config, steps_per_epoch=1000, total_steps=10_000)
-    tx = optim.create_optimizer(config, schedule)
-    state, rng = train.initial_state(config, model, tx, None)
-    step = jax.pmap(functools.partial(train.train_step, model=model, tx=tx, schedule=schedule,
-                                      mean_rgb=tuple(config.mean_rgb),
-                                      std_rgb=tuple(config.std_rgb)),
-                    axis_name=train.AXIS, in_axes=(None, 0, None), out_axes=(None, None),
-                    donate_argnums=(0,))
-    rng_np = np.random.default_rng(0)
-    size = args.image_size
-    host = {"images": rng_np.integers(0, 256, (devices, args.per_device_batch, size, size, 3),
-                                      dtype=np.uint8),
-            "flip": rng_np.random((devices, args.per_device_batch)) < 0.5,
-            "labels": rng_np.integers(0, 1000, (devices, args.per_device_batch))}
-    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("batch",))
-    data = jax.device_put(host, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")))
+    step, _, state, data, rng = frameworks.jax_train_setup(config, args.per_device_batch)
     start = time.time()
     state, metrics = step(state, data, rng)
     jax.block_until_ready(metrics)
@@ -70,8 +53,7 @@ def measure(arch: str, args) -> dict:
     jax.block_until_ready(metrics)
     seconds = time.time() - start
     images_per_s = args.steps * batch / seconds
-    macs = sum(r["macs"] for r in models.summary(models.create_model(arch, width=args.width),
-                                                 size))
+    macs = frameworks.forward_macs(arch, args.image_size, args.width)
     tflops = images_per_s * 3 * 2 * macs / 1e12
     stats = jax.local_devices()[0].memory_stats() or {}
     return {"arch": arch, "batch": f"{args.per_device_batch} x {devices}",

@@ -210,7 +210,7 @@ def report(results: list[dict], peaks: dict, pipeline_rate: float | None,
                  + (f", {peaks['pytorch_float32'] / 1e9:.0f} (PyTorch)"
                     if "pytorch_float32" in peaks else "")
                  + f"; bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s (XLA)")
-    md = [f"# Speed: vgg_jax, PyTorch and Keras side by side\n",
+    md = ["# Speed: vgg_jax, PyTorch and Keras side by side\n",
           f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} in {seconds / 60:.0f} min:\n",
           f"    {command}\n",
           f"Machine: {machine()}.\n",

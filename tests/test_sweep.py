@@ -111,7 +111,6 @@ def test_every_study_is_a_valid_grid(study, tmp_path):
     """Each committed study names distinct runs whose overrides are real config fields, and
     init_from points at a run that trains earlier in the same sweep."""
     from vgg_jax import models, sweep as sweep_lib
-    from ml_collections import config_flags  # noqa: F401
     import importlib.util
     spec = importlib.util.spec_from_file_location("study", study)
     module = importlib.util.module_from_spec(spec)
