@@ -1,9 +1,12 @@
 """What the command-line entry points share: one-line flag errors and a progress log."""
 
+import contextlib
 import logging as pylogging
 import sys
 
 from absl import flags, logging
+
+from vgg_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
 
 def setup_logging() -> None:
@@ -35,3 +38,17 @@ def resolve_config(config):
     except OSError as e:  # ml_collections reports an unloadable config file on first access
         print(f"error: {' '.join(str(e.__cause__ or e).split())}", file=sys.stderr)
         sys.exit(2)
+
+
+@contextlib.contextmanager
+def exit_codes():
+    """Ends the process as the tools document: ``error: ...`` and 2 on a ``UserError``, the
+    preemption message and 75 on ``Preempted``."""
+    try:
+        yield
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Preempted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)

@@ -8,14 +8,11 @@ checkpoint that could not be written); 75 when stopped by SIGTERM after writing 
 (rerun to resume).
 """
 
-import sys
-
 import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
 from absl import app, flags
 from ml_collections import config_flags
 
 from vgg_jax import cli, distributed, train
-from vgg_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard files and logs.")
@@ -29,15 +26,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     cli.setup_logging()
     config = cli.resolve_config(FLAGS.config)
-    try:
+    with cli.exit_codes():
         distributed.initialize(config)
         metrics = train.train_and_evaluate(config, FLAGS.workdir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except Preempted as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(PREEMPTED_EXIT_CODE)
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()))
 

@@ -24,7 +24,6 @@ import importlib.util
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Optional, Sequence
 
@@ -34,7 +33,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vgg_jax import cli
-from vgg_jax.errors import PREEMPTED_EXIT_CODE, NonFiniteError, Preempted, UserError
+from vgg_jax.errors import NonFiniteError, UserError
 
 RESULT_FILE = "result.json"
 FIELDS = ("label", "run", "seed", "status", "eval_top1", "eval_top5", "eval_loss", "step",
@@ -247,7 +246,7 @@ def main(argv: Sequence[str]) -> Optional[Any]:
     cli.setup_logging()
     base = cli.resolve_config(FLAGS.config)
     path = config_flags.get_config_filename(FLAGS["config"])
-    try:
+    with cli.exit_codes():
         all_runs, title = load_sweep(path)
         runs = all_runs
         if FLAGS.only:
@@ -260,12 +259,6 @@ def main(argv: Sequence[str]) -> Optional[Any]:
         distributed.initialize(base)
         execute(base, runs, FLAGS.workdir)
         paths = write_results(finished_rows(all_runs, FLAGS.workdir), FLAGS.workdir, title)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except Preempted as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(PREEMPTED_EXIT_CODE)
     print(open(paths["md"]).read())
 
 

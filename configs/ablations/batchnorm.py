@@ -12,6 +12,5 @@ def get_config():
 
 
 def get_sweep():
-    return [{"label": label, "arch": arch, "seed": 0}
-            for label, arch in (("A", "vgg11"), ("A-BN", "vgg11_bn"), ("D", "vgg16"),
-                                ("D-BN", "vgg16_bn"))]
+    return cifar.arch_runs((("A", "vgg11"), ("A-BN", "vgg11_bn"), ("D", "vgg16"),
+                            ("D-BN", "vgg16_bn")))

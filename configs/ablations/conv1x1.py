@@ -12,6 +12,4 @@ def get_config():
 
 
 def get_sweep():
-    return [{"label": label, "arch": arch, "seed": seed}
-            for label, arch in (("C (1x1)", "vgg16_conv1"), ("D (3x3)", "vgg16"))
-            for seed in (0, 1)]
+    return cifar.arch_runs((("C (1x1)", "vgg16_conv1"), ("D (3x3)", "vgg16")), seeds=(0, 1))

@@ -16,5 +16,4 @@ def get_config():
 
 
 def get_sweep():
-    return [{"label": label, "arch": arch, "seed": seed} for label, arch in NETS
-            for seed in SEEDS]
+    return cifar.arch_runs(NETS, SEEDS)

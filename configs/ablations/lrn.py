@@ -12,5 +12,4 @@ def get_config():
 
 
 def get_sweep():
-    return [{"label": label, "arch": arch, "seed": seed}
-            for label, arch in (("A", "vgg11"), ("A-LRN", "vgg11_lrn")) for seed in (0, 1, 2)]
+    return cifar.arch_runs((("A", "vgg11"), ("A-LRN", "vgg11_lrn")), seeds=(0, 1, 2))
