@@ -58,7 +58,7 @@ def test_ablations_notebook(tmp_path):
     numbers = run_notebook("ablations", tmp_path)
     depth = numbers["depth_top1_err"]
     assert [label.split()[0] for label in depth] == ["A", "B", "C", "D", "E"]
-    assert all(0 < err < 90 for err in depth.values())
+    assert all(0 < err <= 100 for err in depth.values()) and depth["A (11)"] < 50
     assert "depth" in numbers["studies_run"]
 
 
