@@ -199,7 +199,7 @@ def report(results: list[dict], peaks: dict, pipeline_rate: float | None,
         name = LETTERS.get(row["arch"], row["arch"])
         return (f"| {name} | {row['size']} | {row['batch']} | {row['dtype']} | {row['mode']} | "
                 f"{row['images_per_s']:.2f} | {row['gflops']:.0f} | "
-                f"{100 * row['utilisation']:.0f}% | {row['first_call_s']:.1f} | "
+                f"{100 * row['utilisation']:.1f}% | {row['first_call_s']:.1f} | "
                 f"{row['peak_rss_gib']:.1f} | " + " | ".join(other("pytorch") + other("keras"))
                 + " |")
 
@@ -247,7 +247,7 @@ def targets(rows: list[dict], pipeline_rate: float | None) -> str:
             check(f"VGG-16 224 b8 {mode}: >= {ratio}x PyTorch", f"{r['pytorch_ratio']:.2f}x",
                   r["pytorch_ratio"] >= ratio)
         check(f"VGG-16 224 b8 {mode}: >= {100 * util:.0f}% of the matmul peak",
-              f"{100 * r['utilisation']:.0f}%", r["utilisation"] >= util)
+              f"{100 * r['utilisation']:.1f}%", r["utilisation"] >= util)
     r = find("vgg19", "train")
     if r is not None:
         check("VGG-19 224 first training step compiles in < 30 s",
@@ -273,14 +273,14 @@ def plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, mode in zip(axes, ("train", "infer")):
         sel = [r for r in picks if r["mode"] == mode]
-        labels = [f"{LETTERS.get(r['arch'], r['arch'])}\n{r['size']}px b{r['batch']}"
-                  for r in sel]
+        labels = [f"{LETTERS.get(r['arch'], r['arch'])} {r['size']}/{r['batch']}" for r in sel]
         x = np.arange(len(sel))
         for i, fw in enumerate(FRAMEWORKS):
             values = [r["images_per_s"] if fw == "vgg_jax" else
                       (r[fw]["images_per_s"] if r[fw] else 0) for r in sel]
             ax.bar(x + (i - 1) * 0.27, values, 0.27, label=fw)
-        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_xticks(x, labels, fontsize=7, rotation=60, ha="right")
+        ax.set_xlabel("config  image size / batch", fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("images/s (log)")
         ax.set_title({"train": "training step", "infer": "inference"}[mode])
