@@ -112,8 +112,7 @@ def execute(base: ml_collections.ConfigDict, runs: Sequence[dict], workdir: str)
         rundir = os.path.join(workdir, name)
         done = os.path.join(rundir, RESULT_FILE)
         if os.path.exists(done):
-            with open(done) as f:
-                rows.append(json.load(f))
+            rows.append(_read_result(done))
             logging.info("Sweep run %d/%d %s: finished before, skipped.", i + 1, len(runs), name)
             continue
         overrides = {k: v for k, v in run.items() if k not in META_KEYS}
@@ -142,14 +141,18 @@ def execute(base: ml_collections.ConfigDict, runs: Sequence[dict], workdir: str)
     return rows
 
 
+def _read_result(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def finished_rows(runs: Sequence[dict], workdir: str) -> list[dict]:
     """Result rows of the sweep's finished runs in ``workdir``, in sweep order."""
     rows = []
     for run in runs:
         path = os.path.join(workdir, run_name(run), RESULT_FILE)
         if os.path.exists(path):
-            with open(path) as f:
-                rows.append(json.load(f))
+            rows.append(_read_result(path))
     return rows
 
 
@@ -255,7 +258,6 @@ def main(argv: Sequence[str]) -> Optional[Any]:
                 raise UserError(f"--only names {sorted(unknown)}, not in the sweep; its labels "
                                 f"are {sorted({r['label'] for r in runs})}.")
             runs = [r for r in runs if r["label"] in FLAGS.only or run_name(r) in FLAGS.only]
-        check(base, runs)
         distributed.initialize(base)
         execute(base, runs, FLAGS.workdir)
         paths = write_results(finished_rows(all_runs, FLAGS.workdir), FLAGS.workdir, title)
