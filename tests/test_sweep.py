@@ -83,6 +83,8 @@ def test_seeds_average_and_divergence_is_recorded(tiny_config, tmp_path):
     errors = [100 * (1 - r["eval_top1"]) for r in rows[:2]]
     assert summary[0]["top1_err"] == pytest.approx(sum(errors) / 2)
     assert summary[0]["top1_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5)
+    curves = sweep_lib.loss_curves(rows, workdir)  # A-seed0's two event files joined
+    assert [(label, steps) for label, steps, _ in curves[:2]] == [("A", [1, 2, 3, 4])] * 2
     paths = sweep_lib.write_results(rows, workdir, "test")
     assert "| too fast | learning_rate=1000000000000.0 | 1 (1 diverged) | diverged |" in \
         open(paths["md"]).read()

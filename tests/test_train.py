@@ -1,6 +1,5 @@
 """train_and_evaluate end to end: learning, checkpoints, resume, devices, evaluation, bad input."""
 
-import glob
 import json
 import os
 import subprocess
@@ -8,9 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from vgg_jax import checkpoints, train, transfer
+from vgg_jax import checkpoints, events, train, transfer
 from vgg_jax.data import pipeline, sources
 from vgg_jax.errors import UserError
 
@@ -18,15 +16,7 @@ from conftest import ROOT
 
 
 def scalars(workdir: str, tag: str) -> dict[int, float]:
-    """{step: value} of one scalar from the TensorBoard event files of ``workdir``."""
-    out = {}
-    for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if value.tag == tag:
-                    out[event.step] = float(tf.make_ndarray(value.tensor))
-    return out
+    return events.read_scalars(workdir)[tag]
 
 
 def final_params(workdir: str) -> dict:

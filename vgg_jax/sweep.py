@@ -11,7 +11,8 @@ label). Every run trains in ``DIR/<name>[-seed<k>]`` like
 ``vgg_jax.main`` would, so an interrupted sweep resumes where it stopped when rerun:
 finished runs (``result.json``) are skipped, unfinished ones resume from their checkpoints.
 Results are collected into ``DIR/results.csv`` (one row per run), ``DIR/results.md``
-(mean and standard deviation over seeds per setting) and ``DIR/results.png``.
+(mean and standard deviation over seeds per setting) and ``DIR/results.png`` (error per
+setting, and every run's training loss).
 
 A run whose loss becomes NaN or infinite is recorded as diverged and the sweep goes on.
 Exit status as ``vgg_jax.main``: 0, 2 after ``error:``, 75 when stopped by SIGTERM.
@@ -208,28 +209,57 @@ def write_results(rows: Sequence[dict], workdir: str, title: str = "") -> dict[s
                      f"{pm(s['top5_err'], s['top5_std'], s['runs'])} | {s['minutes']:.1f} |")
     with open(paths["md"], "w") as f:
         f.write("\n".join(lines).lstrip("\n") + "\n")
-    plot(summary, paths["png"], title)
+    plot(summary, paths["png"], title, loss_curves(rows, workdir))
     return paths
 
 
-def plot(summary: Sequence[dict], path: str, title: str = "") -> None:
-    """Top-1 error per setting, with the spread over seeds as error bars."""
+def plot(summary: Sequence[dict], path: str, title: str = "",
+         curves: Optional[Sequence[tuple[str, list[int], list[float]]]] = None) -> None:
+    """Top-1 error per setting (seeds' spread as error bars) and, given ``curves`` ((label,
+    steps, training losses) per run), the training loss of every run against the step."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(summary) + 1), 3.5))
+    width = max(4, 1.1 * len(summary) + 1)
+    fig, axes = plt.subplots(1, 2 if curves else 1, squeeze=False,
+                             figsize=(width + (5.5 if curves else 0), 3.5))
+    ax = axes[0, 0]
     x = range(len(summary))
     means = [s["top1_err"] for s in summary]
     stds = [0 if math.isnan(s["top1_std"]) else s["top1_std"] for s in summary]
     ax.errorbar(x, means, yerr=stds, fmt="o-", capsize=4)
-    ax.set_xticks(list(x), [s["label"] for s in summary])
-    ax.set_ylabel("top-1 error (%)")
-    ax.set_title(title, fontsize=9)
+    ax.set_xticks(list(x), [s["label"] for s in summary], rotation=15 if curves else 0,
+                  fontsize=8)
+    ax.set_ylabel("test top-1 error (%)")
     ax.grid(alpha=0.3)
+    if curves:
+        ax = axes[0, 1]
+        colours = {s["label"]: f"C{i % 10}" for i, s in enumerate(summary)}
+        for label, steps, losses in curves:
+            ax.plot(steps, losses, color=colours.get(label, "k"), lw=1, alpha=0.8,
+                    label=label if label in colours else None)
+            colours.pop(label, None)  # one legend entry per setting, not per seed
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def loss_curves(rows: Sequence[dict], workdir: str) -> list[tuple[str, list[int], list[float]]]:
+    """(label, steps, training losses) of every run in ``rows`` that logged any."""
+    from vgg_jax import events
+
+    out = []
+    for r in rows:
+        losses = events.read_scalars(os.path.join(workdir, r["run"])).get("train_loss")
+        if losses:
+            out.append((r["label"], *events.curve(losses)))
+    return out
 
 
 FLAGS = flags.FLAGS
