@@ -236,10 +236,11 @@ def plot(summary: Sequence[dict], path: str, title: str = "",
     if curves:
         ax = axes[0, 1]
         colours = {s["label"]: f"C{i % 10}" for i, s in enumerate(summary)}
+        in_legend = set()  # one legend entry per setting, not per seed
         for label, steps, losses in curves:
             ax.plot(steps, losses, color=colours.get(label, "k"), lw=1, alpha=0.8,
-                    label=label if label in colours else None)
-            colours.pop(label, None)  # one legend entry per setting, not per seed
+                    label=None if label in in_legend else label)
+            in_legend.add(label)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.legend(fontsize=7)
