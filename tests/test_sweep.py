@@ -34,7 +34,7 @@ def test_depth_study_cell_reruns_and_resumes(image_folder, tmp_path):
     """``--only`` one cell of configs/ablations/depth.py: a result row, table and plot; a
     rerun skips the finished run and keeps its numbers."""
     workdir = tmp_path / "depth"
-    args = ["--config=configs/ablations/depth.py", f"--workdir={workdir}", "--only=A (11)",
+    args = ["--config=configs/ablations/depth.py", f"--workdir={workdir}", "--only=A__11_-seed0",
             *tiny_overrides(image_folder, tmp_path)]
     first = sweep(args)
     assert first.returncode == 0, first.stderr[-2000:]
