@@ -228,9 +228,8 @@ def plot(summary: Sequence[dict], path: str, title: str = "",
     x = range(len(summary))
     means = [s["top1_err"] for s in summary]
     stds = [0 if math.isnan(s["top1_std"]) else s["top1_std"] for s in summary]
-    ax.errorbar(x, means, yerr=stds, fmt="o-", capsize=4)
-    ax.set_xticks(list(x), [s["label"] for s in summary], rotation=15 if curves else 0,
-                  fontsize=8)
+    ax.errorbar(x, means, yerr=stds, fmt="o", capsize=4)
+    ax.set_xticks(list(x), [s["label"] for s in summary], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test top-1 error (%)")
     ax.grid(alpha=0.3)
     if curves:
