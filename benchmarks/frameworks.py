@@ -65,12 +65,18 @@ def _peak_rss_gib() -> float:
 
 
 def _timed(run: Callable[[], None], steps: int) -> float:
-    """Seconds per call of ``run`` (which blocks until done), after one warm-up call."""
+    """Median seconds per call of ``run`` (which blocks until done), after one warm-up call.
+
+    The median, not the mean: on a shared machine one step slowed by a neighbour would
+    otherwise move the result (and the ratio to the other frameworks) by its whole delay.
+    """
     run()
-    start = time.perf_counter()
+    seconds = []
     for _ in range(steps):
+        start = time.perf_counter()
         run()
-    return (time.perf_counter() - start) / steps
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
 
 
 def _record(case: Case, mode: str, first_call: Callable[[], None],

@@ -218,7 +218,7 @@ def report(results: list[dict], peaks: dict, pipeline_rate: float | None,
           f"{peak_text}. Utilisation is vgg_jax's FLOP/s (forward MACs x 2, x 3 for a "
           f"training step) over the peak of its dtype (float32: the higher of XLA's and "
           f"PyTorch's).\n",
-          "Each framework runs in its own process; images/s are the mean over the timed "
+          "Each framework runs in its own process; images/s are the median over the timed "
           "steps after one warm-up step; compile s is XLA's compile time for vgg_jax and "
           "the first call for the others (columns only for vgg_jax); RSS is the peak resident "
           "memory of the process during the measurement. Ratios above 1 mean vgg_jax is "
@@ -244,7 +244,11 @@ def targets(rows: list[dict], pipeline_rate: float | None) -> str:
         if r is None:
             continue
         if r["pytorch_ratio"] is not None:
-            check(f"VGG-16 224 b8 {mode}: >= {ratio}x PyTorch", f"{r['pytorch_ratio']:.2f}x",
+            # What the ratio asks of vgg_jax, given how close PyTorch itself runs to the peak.
+            torch_util = r["utilisation"] / r["pytorch_ratio"]
+            check(f"VGG-16 224 b8 {mode}: >= {ratio}x PyTorch",
+                  f"{r['pytorch_ratio']:.2f}x (PyTorch runs at {100 * torch_util:.0f}% of "
+                  f"the peak, so {ratio}x needs {100 * ratio * torch_util:.0f}%)",
                   r["pytorch_ratio"] >= ratio)
         check(f"VGG-16 224 b8 {mode}: >= {100 * util:.0f}% of the matmul peak",
               f"{100 * r['utilisation']:.1f}%", r["utilisation"] >= util)

@@ -34,3 +34,24 @@ def test_speed_suite_smoke(tmp_path):
     if not importlib.util.find_spec("torch"):
         assert 'pytorch: not installed (pip install -e ".[bench]")' in md
     assert re.search(r"input pipeline \(\d+ img/s/core x \d+ cores\) keeps up", md)
+
+
+def test_layer_benchmark_smoke(tmp_path):
+    """Every convolution timed in XLA (and PyTorch where installed) and by Winograd, which
+    the script first checks against XLA; totals and the share of the step outside them."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "layers.py"),
+                           "--smoke", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "layers.md").read_text()
+    assert (tmp_path / "layers.png").stat().st_size > 5000
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in md.splitlines() if line.startswith("| conv")}
+    assert list(rows) == [f"conv{n}" for n in
+                          ("1_1", "2_1", "3_1", "3_2", "4_1", "4_2", "5_1", "5_2")]
+    assert rows["conv1_1"][8] == "-" and float(rows["conv3_2"][8]) > 0  # Winograd after conv1_1
+    assert rows["conv5_1"][3] == "im2col / im2col" and rows["conv3_2"][3] == "xla / xla"
+    assert all(float(r[4]) >= 0 and float(r[5]) >= 0 for r in rows.values())
+    if importlib.util.find_spec("torch"):
+        assert all(r[6] != "-" for r in rows.values())
+    assert re.search(r"whole training step .* of which its convolutions alone take", md)

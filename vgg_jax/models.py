@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -20,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vgg_jax.conv import conv_same
 
 Array = Any
 
@@ -115,35 +118,6 @@ def max_pool_2x2(x: Array) -> Array:
     if h % 2 or w % 2:
         return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-
-
-SMALL_MAP = 2  # feature maps this small (or smaller) are convolved as one matrix product
-
-
-def conv_same(lhs: Array, rhs: Array, window_strides, padding, *, lhs_dilation=None,
-              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-              precision=None) -> Array:
-    """``lax.conv_general_dilated`` for ``nn.Conv``, with tiny feature maps as a matmul.
-
-    XLA:CPU convolves a 2x2 (or 1x1) map with a 3x3 "SAME" kernel about 80x slower than
-    its peak (block 5 of a 32x32 CIFAR image runs at 2 GFLOP/s); gathering the kernel's
-    taps into the channel axis (im2col) turns it into one fast matrix product with the same
-    result. Other shapes go to ``lax.conv_general_dilated`` unchanged.
-    """
-    n, h, w, c = lhs.shape
-    kh, kw = rhs.shape[:2]
-    plain = (tuple(window_strides) != (1, 1) or feature_group_count != 1
-             or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
-             or padding != "SAME" or min(h, w) > SMALL_MAP or kh % 2 == 0 or kw % 2 == 0)
-    if plain:
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, precision=precision)
-    padded = jnp.pad(lhs, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    taps = [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
-    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-    return jnp.dot(patches, rhs.reshape(kh * kw * c, rhs.shape[-1]), precision=precision)
 
 
 def _initializers(init: str, init_std: float) -> tuple[Callable, Callable]:
@@ -266,11 +240,12 @@ class VGG(nn.Module):
         if mask is not None:
             mask = mask.astype(x.dtype)
             x = x * mask
+        conv_fn = functools.partial(conv_same, training=train)
         for b, block in enumerate(spec.blocks, start=1):
             for i, (channels, kernel) in enumerate(block, start=1):
                 name = f"{b}_{i}"
                 x = nn.Conv(max(1, round(channels * self.width)), (kernel, kernel), padding="SAME",
-                            kernel_init=conv_init, conv_general_dilated=conv_same,
+                            kernel_init=conv_init, conv_general_dilated=conv_fn,
                             dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{name}")(x)
                 if spec.batch_norm:
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
