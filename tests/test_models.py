@@ -224,3 +224,23 @@ def test_convolution_rejects_unknown_algorithms():
         conv.convolve(x, w, "winograd")
     with pytest.raises(ValueError, match="use one of"):
         conv.convolve(x, w, "fft")
+
+
+def test_inference_with_winograd_matches_direct_convolution(monkeypatch):
+    """VGG-11's blocks 3-4 at 112x112 (28-pixel maps, 256-512 channels) take Winograd in
+    inference on CPU; features agree with XLA's direct convolutions to float32 rounding."""
+    model = models.create_model("vgg11", include_top=False)
+    x = jax.random.uniform(jax.random.key(0), (2, 112, 112, 3))
+    variables = model.init(jax.random.key(1), x)
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu") == "winograd"
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu",
+                       training=True) == "xla"
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu",
+                       dtype=jnp.bfloat16) == "xla"
+    with_winograd = jax.jit(model.apply)(variables, x)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 10 ** 9)
+    direct = jax.jit(model.apply)(variables, x)
+    assert float(jnp.abs(direct).max()) > 0
+    assert not np.array_equal(with_winograd, direct)  # the two routes really differ
+    np.testing.assert_allclose(with_winograd, direct, rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(direct).max()))

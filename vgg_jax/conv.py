@@ -9,7 +9,8 @@ picks, per layer shape (``algorithm``):
   fewer multiplications: VGG-16 inference at 224 runs ~15% faster. Not on larger maps,
   where its 4x larger transformed input costs more memory traffic than the multiplications
   it saves, and not in training, where the whole step ran slower with it even though each
-  layer alone ran faster (``benchmarks/layers.py``, ``benchmarks/results/speed.md``);
+  layer alone ran faster (``benchmarks/layers.py``, ``benchmarks/results/speed.md``), and
+  not in bfloat16, whose transforms would lose precision (and which ran slower with it);
 - everything else: ``lax.conv_general_dilated``.
 All three compute the same convolution (Winograd to float32 rounding, ~1e-6 relative).
 """
@@ -36,14 +37,15 @@ _G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
 
-def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = False) -> str:
+def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = False,
+           dtype=jnp.float32) -> str:
     """The algorithm ``conv_same`` uses for an NHWC input and HWIO kernel of these shapes."""
     _, h, w, c = x_shape
     if min(h, w) <= SMALL_MAP:
         return "im2col"
     low, high = WINOGRAD_MAPS
     if (tuple(kernel_shape[:2]) == (3, 3) and low <= min(h, w) and max(h, w) <= high
-            and c >= WINOGRAD_MIN_CHANNELS and not training
+            and c >= WINOGRAD_MIN_CHANNELS and not training and dtype == jnp.float32
             and (backend or jax.default_backend()) == "cpu"):
         return "winograd"
     return "xla"
@@ -52,7 +54,7 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
 def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = False) -> Array:
     """Stride-1 "SAME" convolution of NHWC ``x`` with an HWIO ``kernel`` of odd size."""
     if algorithm == "auto":
-        algorithm = choose(x.shape, kernel.shape, training=training)
+        algorithm = choose(x.shape, kernel.shape, training=training, dtype=x.dtype)
     if algorithm == "xla":
         return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
     if algorithm == "im2col":
