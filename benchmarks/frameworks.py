@@ -64,19 +64,25 @@ def _peak_rss_gib() -> float:
     return float("nan")
 
 
-def _timed(run: Callable[[], None], steps: int) -> float:
-    """Median seconds per call of ``run`` (which blocks until done), after one warm-up call.
-
-    The median, not the mean: on a shared machine one step slowed by a neighbour would
-    otherwise move the result (and the ratio to the other frameworks) by its whole delay.
-    """
+def step_times(run: Callable[[], None], steps: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``run`` (which blocks until done), after one
+    warm-up call."""
     run()
     seconds = []
     for _ in range(steps):
         start = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds))
+    return seconds
+
+
+def _timed(run: Callable[[], None], steps: int) -> float:
+    """Median seconds per call of ``run`` after one warm-up call.
+
+    The median, not the mean: on a shared machine one step slowed by a neighbour would
+    otherwise move the result (and the ratio to the other frameworks) by its whole delay.
+    """
+    return float(np.median(step_times(run, steps)))
 
 
 def _record(case: Case, mode: str, first_call: Callable[[], None],

@@ -24,7 +24,6 @@ import datetime
 import os
 import shlex
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -45,8 +44,7 @@ def direct(x, w):
 
 def layer_shapes(arch: str, size: int, width: float) -> list[tuple[str, int, int, int, int]]:
     """(name, map size, in channels, out channels, kernel) of every convolution."""
-    spec, out, side, shapes = models.get_spec(arch), [], size, []
-    cin = 3
+    spec, side, cin, shapes = models.get_spec(arch), size, 3, []
     for b, block in enumerate(spec.blocks, start=1):
         for i, (channels, kernel) in enumerate(block, start=1):
             cout = max(1, round(channels * width))
@@ -57,13 +55,7 @@ def layer_shapes(arch: str, size: int, width: float) -> list[tuple[str, int, int
 
 
 def _best(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(frameworks.step_times(run, repeats))
 
 
 def time_jax(conv, x, w, first: bool, repeats: int) -> tuple[float, float]:
@@ -147,13 +139,7 @@ def step_seconds(arch: str, size: int, batch: int, width: float, repeats: int) -
         holder["state"], metrics = compiled(holder["state"], data, rng)
         jax.block_until_ready(metrics)
 
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(frameworks.step_times(run, repeats)))
 
 
 def report(rows, peak: float, step_s: float, args, command: str) -> str:

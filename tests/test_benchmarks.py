@@ -9,15 +9,20 @@ import sys
 from conftest import ROOT
 
 
+def _smoke(script: str, out) -> str:
+    """Runs ``benchmarks/<script>.py --smoke``; returns its markdown, checking its plot."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{script}.py"),
+                           "--smoke", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / f"{script}.png").stat().st_size > 5000
+    return (out / f"{script}.md").read_text()
+
+
 def test_speed_suite_smoke(tmp_path):
     """vgg_jax, Keras (and PyTorch where installed) side by side: images/s, utilisation,
     compile time, memory, ratios, the pipeline ratio, a table and a plot."""
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "speed.py"),
-                           "--smoke", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    md = (tmp_path / "speed.md").read_text()
-    assert (tmp_path / "speed.png").stat().st_size > 5000
+    md = _smoke("speed", tmp_path)
     assert re.search(r"float32 \d+ GFLOP/s \(XLA\)", md)
     rows = [line for line in md.splitlines() if line.startswith("| A | 32 | 4 |")]
     assert len(rows) == 4  # float32 and bfloat16, train and infer
@@ -39,12 +44,7 @@ def test_speed_suite_smoke(tmp_path):
 def test_layer_benchmark_smoke(tmp_path):
     """Every convolution timed in XLA (and PyTorch where installed) and by Winograd, which
     the script first checks against XLA; totals and the share of the step outside them."""
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "layers.py"),
-                           "--smoke", "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    md = (tmp_path / "layers.md").read_text()
-    assert (tmp_path / "layers.png").stat().st_size > 5000
+    md = _smoke("layers", tmp_path)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in md.splitlines() if line.startswith("| conv")}
     assert list(rows) == [f"conv{n}" for n in
