@@ -1,0 +1,61 @@
+"""How convolutions are computed (vgg_jax.conv): every route gives XLA's values and gradients."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vgg_jax import conv, models
+
+
+@pytest.mark.parametrize("hw,cin,kernel,algorithm", [
+    ((2, 2), 8, 3, "im2col"), ((1, 1), 8, 3, "im2col"), ((2, 1), 8, 3, "im2col"),
+    ((2, 2), 8, 1, "im2col"), ((4, 4), 8, 3, "xla"), ((28, 28), 256, 3, "winograd"),
+    ((56, 30), 256, 3, "winograd"), ((7, 5), 8, 3, "winograd"), ((29, 29), 256, 1, "xla")])
+def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
+    """im2col (tiny maps: XLA:CPU is ~80x slower there) and Winograd F(2x2, 3x3) (blocks 3-4
+    on CPU) give XLA's values and gradients; ``choose`` routes shapes as documented."""
+    x = jax.random.normal(jax.random.key(0), (2, *hw, cin))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, 5)) / (3 * cin ** 0.5)
+    if algorithm != "winograd" or min(hw) >= 28:
+        assert conv.choose(x.shape, w.shape, backend="cpu") == algorithm
+    assert conv.choose(x.shape, w.shape, backend="gpu") in ("im2col", "xla")
+
+    reference = functools.partial(conv.convolve, algorithm="xla")
+    ours = functools.partial(conv.convolve, algorithm=algorithm)
+    np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5, atol=2e-5)
+    loss = lambda f: lambda x, w: (f(x, w) ** 2).sum()  # noqa: E731
+    for g_ours, g_ref in zip(jax.grad(loss(ours), (0, 1))(x, w),
+                             jax.grad(loss(reference), (0, 1))(x, w)):
+        np.testing.assert_allclose(g_ours, g_ref, rtol=1e-4, atol=1e-4 * float(
+            jnp.abs(g_ref).max()))
+
+
+def test_convolution_rejects_unknown_algorithms():
+    x, w = jnp.zeros((1, 8, 8, 4)), jnp.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="needs a 3x3 kernel"):
+        conv.convolve(x, w, "winograd")
+    with pytest.raises(ValueError, match="use one of"):
+        conv.convolve(x, w, "fft")
+
+
+def test_inference_with_winograd_matches_direct_convolution(monkeypatch):
+    """VGG-11's blocks 3-4 at 112x112 (28-pixel maps, 256-512 channels) take Winograd in
+    inference on CPU; features agree with XLA's direct convolutions to float32 rounding."""
+    model = models.create_model("vgg11", include_top=False)
+    x = jax.random.uniform(jax.random.key(0), (2, 112, 112, 3))
+    variables = model.init(jax.random.key(1), x)
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu") == "winograd"
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu",
+                       training=True) == "xla"
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu",
+                       dtype=jnp.bfloat16) == "xla"
+    with_winograd = jax.jit(model.apply)(variables, x)
+    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 10 ** 9)
+    direct = jax.jit(model.apply)(variables, x)
+    assert float(jnp.abs(direct).max()) > 0
+    assert not np.array_equal(with_winograd, direct)  # the two routes really differ
+    np.testing.assert_allclose(with_winograd, direct, rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(direct).max()))
