@@ -240,6 +240,7 @@ class VGG(nn.Module):
         if mask is not None:
             mask = mask.astype(x.dtype)
             x = x * mask
+        # How each convolution is computed (XLA, im2col, Winograd in inference): vgg_jax.conv.
         conv_fn = functools.partial(conv_same, training=train)
         for b, block in enumerate(spec.blocks, start=1):
             for i, (channels, kernel) in enumerate(block, start=1):
