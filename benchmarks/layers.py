@@ -125,21 +125,9 @@ def measure(arch: str, size: int, batch: int, width: float, repeats: int) -> lis
 
 
 def step_seconds(arch: str, size: int, batch: int, width: float, repeats: int) -> float:
-    """vgg_jax's whole training step (``train.train_step`` under pmap), median seconds."""
-    from configs import default
-    config = default.get_config()
-    config.arch, config.image_size, config.width = arch, size, width
-    config.batch_size, config.learning_rate = batch, 1e-3
-    p_train, _, state, data, rng = frameworks.jax_train_setup(
-        config, batch // jax.local_device_count())
-    compiled = p_train.lower(state, data, rng).compile()
-    holder = {"state": state}
-
-    def run():
-        holder["state"], metrics = compiled(holder["state"], data, rng)
-        jax.block_until_ready(metrics)
-
-    return float(np.median(frameworks.step_times(run, repeats)))
+    """vgg_jax's whole training step, median seconds, as the speed suite measures it."""
+    case = frameworks.Case(arch, size, batch, steps=repeats, width=width, modes=("train",))
+    return batch / frameworks.measure_jax(case)[0]["images_per_s"]
 
 
 def report(rows, peak: float, step_s: float, args, command: str) -> str:
