@@ -7,7 +7,7 @@ call) seconds, and the peak resident memory of the process during each measureme
 
 All three run Table 1's network with the paper's head (fc6/fc7 of 4096 with dropout 0.5,
 fc8 of 1000), SGD with momentum 0.9 and weight decay 5e-4, softmax cross-entropy, on random
-images. vgg_jax runs its own ``train.train_step``/``train.eval_step`` under ``jax.pmap``
+images. vgg_jax runs its own ``steps.train_step``/``steps.eval_step`` under ``jax.pmap``
 (uint8 input, normalised on the device, donated state), exactly as the trainer does.
 """
 
@@ -105,20 +105,16 @@ def jax_train_setup(config, per_device_batch: int, num_classes: int = 1000):
     flip bits, labels and a mask of ones, sharded over all local devices.
     """
     import jax
-    from vgg_jax import optim, train
+    from vgg_jax import optim, sharding, steps
+    from vgg_jax.record import ModelRecord, module_options
 
     devices = jax.local_device_count()
-    model = train.create_model(config, bn_axis_name=train.AXIS)
+    record = ModelRecord.from_config(config)
+    model = record.build(**module_options(config), bn_axis_name=steps.AXIS)
     schedule = optim.create_schedule(config, steps_per_epoch=1000, total_steps=10_000)
     tx = optim.create_optimizer(config, schedule)
-    state, rng = train.initial_state(config, model, tx, None)
-    norm = dict(mean_rgb=tuple(config.mean_rgb), std_rgb=tuple(config.std_rgb))
-    p_train = jax.pmap(functools.partial(train.train_step, model=model, tx=tx,
-                                         schedule=schedule, **norm),
-                       axis_name=train.AXIS, in_axes=(None, 0, None), out_axes=(None, None),
-                       donate_argnums=(0,))
-    p_eval = jax.pmap(functools.partial(train.eval_step, model=model, **norm),
-                      axis_name=train.AXIS, in_axes=(None, 0), out_axes=None)
+    state, rng = steps.initial_state(model, tx, config.image_size, config.seed)
+    p_train, p_eval = steps.pmap_steps(model, tx, schedule, record.mean_rgb, record.std_rgb)
     rng_np = np.random.default_rng(0)
     size = config.image_size
     shape = (devices, per_device_batch)
@@ -126,10 +122,7 @@ def jax_train_setup(config, per_device_batch: int, num_classes: int = 1000):
             "flip": rng_np.random(shape) < 0.5,
             "labels": rng_np.integers(0, num_classes, shape),
             "mask": np.ones(shape, np.float32)}
-    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("batch",))
-    batch = jax.device_put(host, jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec("batch")))
-    return p_train, p_eval, state, batch, rng
+    return p_train, p_eval, state, sharding.to_local_devices(host), rng
 
 
 def measure_jax(case: Case) -> list[dict]:

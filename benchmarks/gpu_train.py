@@ -4,7 +4,7 @@
         [--dtype bfloat16] [--steps 30] [--peak-tflops 989]
     python benchmarks/gpu_train.py --smoke    # a tiny net on any machine: checks the script
 
-Times vgg_jax's own train step (``train.train_step`` under ``jax.pmap`` over all local
+Times vgg_jax's own train step (``steps.train_step`` under ``jax.pmap`` over all local
 devices: SGD with momentum and L2, dropout, bf16 compute with float32 parameters, the state
 donated) on synthetic uint8 batches already on the devices, so that it measures the step,
 not the input pipeline (``benchmarks/pipeline.py`` measures that). Per architecture:

@@ -169,7 +169,7 @@ def report(rows, peak: float, step_s: float, args, command: str) -> str:
         f"training ({100 * train_flop / conv_s / peak:.0f}%); XLA alone: "
         f"{100 * flop / totals['xla'][0] / peak:.0f}% and "
         f"{100 * train_flop / totals['xla'][1] / peak:.0f}%.",
-        f"vgg_jax's whole training step (`train.train_step`, median of {args.repeats}): "
+        f"vgg_jax's whole training step (`steps.train_step`, median of {args.repeats}): "
         f"{step_s:.3g} s, of which its convolutions alone take {conv_s:.3g} s "
         f"({100 * conv_s / step_s:.0f}%); everything else (bias, ReLU, pooling, fc6-fc8, "
         f"loss, optimiser) {step_s - conv_s:.3g} s.\n"]

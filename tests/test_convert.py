@@ -12,6 +12,7 @@ import pytest
 
 from vgg_jax import convert, evaluate, models, predict, train, weight_files
 from vgg_jax.errors import UserError
+from vgg_jax.record import ModelRecord
 
 from conftest import ROOT
 from torch_files import torchvision_forward, torchvision_state_dict, write_pth
@@ -31,7 +32,7 @@ def converted(source: str, arch: str, path: str, out: str) -> evaluate.Net:
 
 def our_outputs(net: evaluate.Net, images: np.ndarray) -> np.ndarray:
     """The net's raw outputs (logits, or pool5 maps when headless) with its own preprocessing."""
-    x = (images - np.array(net.meta["mean_rgb"])) / np.array(net.meta["std_rgb"])
+    x = (images - np.array(net.record.mean_rgb)) / np.array(net.record.std_rgb)
     return np.asarray(net.model.apply(net.variables, x.astype(np.float32)))
 
 
@@ -138,7 +139,7 @@ def test_keras_logits_match(arch, size, fmt, tmp_path):
     path = str(tmp_path / (f"{arch}.h5" if fmt == "legacy" else f"{arch}.weights.h5"))
     save_legacy_h5(model, path) if fmt == "legacy" else model.save_weights(path)
     net = converted("keras", arch, path, str(tmp_path / "ckpt"))
-    assert (net.meta["num_classes"], net.meta["image_size"]) == (classes, size)
+    assert (net.record.num_classes, net.record.image_size) == (classes, size)
     images = np.random.default_rng(1).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
     assert relative_error(our_outputs(net, images), keras_outputs(model, images, arch)) < 1e-4
 
@@ -148,7 +149,7 @@ def test_keras_notop_feature_maps_match(arch, tmp_path):
     model = keras_model(arch, include_top=False, input_shape=(64, 96, 3))
     save_legacy_h5(model, str(tmp_path / "notop.h5"))
     net = converted("keras", arch, str(tmp_path / "notop.h5"), str(tmp_path / "ckpt"))
-    assert net.meta["include_top"] is False
+    assert net.record.include_top is False
     images = np.random.default_rng(2).uniform(0, 255, (2, 64, 96, 3)).astype(np.float32)
     ours = our_outputs(net, images)
     assert ours.shape == (2, 2, 3, 512)
@@ -174,7 +175,7 @@ def test_predict_prints_sorted_top5_and_reports_bad_files(small_imagenet_net, tm
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 1, result.stderr
     assert "notes.jpg" in result.stderr and "not a readable image" in result.stderr
-    names = set(predict.class_names({"num_classes": 1000}))
+    names = set(predict.class_names(ModelRecord(arch="vgg16")))
     assert len(names) == 1000 and "goldfish, Carassius auratus" in names
     lines = result.stdout.strip().splitlines()
     assert [line for line in lines if not line.startswith(" ")] == \
@@ -190,8 +191,8 @@ def test_predict_dense_agrees_with_evaluator(small_imagenet_net, tmp_path):
     net = evaluate.Net.load(small_imagenet_net)
     image = predict.rescaled(jpg, [36, 48])
     top = predict.predict(net, [image], "dense", top=5)[0]
-    evaluator = evaluate.Evaluator([net], ["dense"], [36, 48], 32, net.meta["mean_rgb"],
-                                   net.meta["std_rgb"], 1)
+    evaluator = evaluate.Evaluator([net], ["dense"], [36, 48], 32, net.record.mean_rgb,
+                                   net.record.std_rgb, 1)
     evaluator.add(0, image)
     probs = evaluator.results()["dense"][0]
     assert [c for c, _ in top] == list(np.argsort(-probs, kind="stable")[:5])
@@ -211,8 +212,8 @@ def test_fine_tune_from_converted_keeps_features_and_renews_head(small_imagenet_
     assert any("re-initialising" in r.getMessage() for r in caplog.records)
     source = evaluate.Net.load(small_imagenet_net)
     tuned = evaluate.Net.load(workdir)
-    assert tuned.meta["mean_rgb"] == source.meta["mean_rgb"]  # Keras's Caffe preprocessing
-    assert tuned.meta["class_names"] == ["blue_cross", "green_bar", "red_disc"]
+    assert tuned.record.mean_rgb == source.record.mean_rgb  # Keras's Caffe preprocessing
+    assert tuned.record.class_names == ("blue_cross", "green_bar", "red_disc")
     for layer, params in source.variables["params"].items():
         if layer == "fc8":
             assert tuned.variables["params"]["fc8"]["kernel"].shape == (4096, 3)
@@ -263,4 +264,4 @@ def test_truncated_files_and_existing_output(tmp_path):
     with pytest.raises(UserError, match="already holds checkpoints"):
         convert.write(*convert.convert("torchvision", "vgg11", good), out)
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == before
-    assert evaluate.read_meta(out)["include_top"] is False
+    assert evaluate.read_record(out).include_top is False

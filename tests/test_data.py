@@ -175,24 +175,24 @@ def test_rgb_stats_command(image_folder, tmp_path):
 
 
 def test_dense_eval_keeps_the_whole_rescaled_image_and_mean_is_subtracted():
-    from vgg_jax import train
+    from vgg_jax import steps
     image = np.full((60, 90, 3), 100, np.uint8)
     data = tf.constant(tf.io.encode_png(image).numpy())
     full = augment.rescaled_image(data, 40)
     assert full.shape == (40, 60, 3)
     batch = {"images": augment.to_uint8(full).numpy()[None],
              "shift": np.array([[1.0, 2.0, 3.0]], np.float32)}
-    normal = np.asarray(train.normalize(batch, (100.0, 90.0, 80.0), (1.0, 2.0, 4.0)))
+    normal = np.asarray(steps.normalize(batch, (100.0, 90.0, 80.0), (1.0, 2.0, 4.0)))
     np.testing.assert_allclose(normal[0, 0, 0], [1.0, 6.0, 5.75], atol=1e-4)
 
 
 def test_pipeline_flip_bit_applied_on_device_equals_flipping_the_crop():
-    from vgg_jax import train
+    from vgg_jax import steps
     data = tf.io.encode_jpeg(np.random.default_rng(3).integers(0, 255, (60, 80, 3), np.uint8))
     for i in range(6):
         seed = tf.constant([5, i], tf.int64)
         flipped = augment.to_uint8(augment.train_image(data, seed, 32, 36, 48)).numpy()
         crop = augment.to_uint8(augment.train_image(data, seed, 32, 36, 48, flip=False)).numpy()
         batch = {"images": crop[None], "flip": np.array([bool(augment.flip_draw(seed))])}
-        np.testing.assert_array_equal(np.asarray(train.normalize(batch, (0, 0, 0), (1, 1, 1)))[0],
+        np.testing.assert_array_equal(np.asarray(steps.normalize(batch, (0, 0, 0), (1, 1, 1)))[0],
                                       flipped.astype(np.float32))

@@ -1,5 +1,6 @@
 """The paper's evaluation protocols: dense, multi-crop, flips, padding, ensembles, the CLI."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,9 +14,10 @@ import pytest
 from conftest import ROOT
 from vgg_jax import evaluate, models, train
 from vgg_jax.errors import UserError
+from vgg_jax.record import ModelRecord
 
-META = {"num_classes": 5, "image_size": 32, "mean_rgb": [0, 0, 0], "std_rgb": [1, 1, 1],
-        "eval_scale": 32, "train_scale": [32, 32]}
+RECORD = ModelRecord(arch="vgg11_bn", num_classes=5, width=1 / 16, fc_width=16, image_size=32,
+                     mean_rgb=(0, 0, 0), std_rgb=(1, 1, 1), eval_scale=32, train_scale=(32, 32))
 
 
 def _net(image_size=32, arch="vgg11_bn", seed=0):
@@ -24,7 +26,7 @@ def _net(image_size=32, arch="vgg11_bn", seed=0):
     # Non-trivial running statistics, so that eval-mode BatchNorm is not the identity.
     stats = jax.tree_util.tree_map(lambda v: v + 0.3, variables["batch_stats"])
     return evaluate.Net(model, {"params": variables["params"], "batch_stats": stats},
-                        dict(META, image_size=image_size))
+                        dataclasses.replace(RECORD, arch=arch, image_size=image_size))
 
 
 def test_dense_equals_single_crop_at_the_crop_size():

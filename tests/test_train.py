@@ -11,6 +11,7 @@ import pytest
 from vgg_jax import checkpoints, events, train, transfer
 from vgg_jax.data import pipeline, sources
 from vgg_jax.errors import UserError
+from vgg_jax.record import ModelRecord
 
 from conftest import ROOT
 
@@ -51,7 +52,7 @@ def test_end_to_end_learns_and_writes(tiny_config, tmp_path):
     assert min(scalars(workdir, "images_per_sec").values()) > 0
     store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
     assert store.all_steps() == [10, 20, 30]
-    assert store.meta()["arch"] == "vgg11_bn" and store.meta()["num_classes"] == 3
+    assert store.record().arch == "vgg11_bn" and store.record().num_classes == 3
 
 
 def test_resume_continues_with_identical_state(tiny_config, tmp_path):
@@ -189,9 +190,9 @@ def test_init_from_net_a_copies_its_layers(tiny_config, tmp_path):
     train.train_and_evaluate(tiny_config, source)
     deep = tiny_config.copy_and_resolve_references()
     deep.arch, deep.init_from = "vgg13", source
-    model = train.create_model(deep)
-    variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
-    load, _ = transfer.init_from_params(deep, variables["params"])
+    record = ModelRecord.from_config(deep)
+    variables = record.build().init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+    load, _ = transfer.init_from_params(deep.init_from, record, variables["params"])
     params, _ = load(variables["params"])
     a = final_params(source)
     for name in ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8"):

@@ -10,7 +10,7 @@ SCRIPT = """
 import os, sys
 import vgg_jax
 import jax, jax.numpy as jnp, numpy as np
-from vgg_jax import models, train
+from vgg_jax import metrics, models
 model = models.create_model("vgg11_bn", num_classes=10, width=0.25, fc_width=64)
 x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
 y = jnp.arange(4) % 10
@@ -20,7 +20,7 @@ def loss(params):
     logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
                             train=True, rngs={"dropout": jax.random.key(2)},
                             mutable=["batch_stats"])
-    return train.cross_entropy(logits, y).mean()
+    return metrics.cross_entropy(logits, y).mean()
 
 value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
 leaves = {jax.tree_util.keystr(k): np.asarray(g)

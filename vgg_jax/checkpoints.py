@@ -1,7 +1,7 @@
 """Orbax checkpoints of a run: ``workdir/checkpoints/<step>/{state,meta}``.
 
 ``state`` is the whole train state (step, parameters, BatchNorm statistics, optimiser and
-schedule state); ``meta`` is JSON describing the model (architecture, width, classes,
+schedule state); ``meta`` is the JSON of the model's ``ModelRecord`` (architecture, width, classes,
 preprocessing), read to check compatibility before anything is restored or compiled.
 The last ``keep`` checkpoints are kept, and the one with the best validation top-1.
 Saving is asynchronous; ``wait`` blocks until the last save is on disk.
@@ -14,15 +14,15 @@ import time
 from typing import Any, Optional
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as cm
 
+from vgg_jax import sharding
 from vgg_jax.errors import CheckpointError, UserError
+from vgg_jax.record import ModelRecord
 
 BEST_METRIC = "eval_top1"
-MODEL_FIELDS = ("arch", "width", "fc_width", "num_classes")
 
 
 def checkpoint_dir(path: str) -> str:
@@ -59,38 +59,38 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
-    def save(self, step: int, state: Any, meta: dict,
+    def save(self, step: int, state: Any, record: ModelRecord,
              metrics: Optional[dict] = None) -> None:
-        """Starts an asynchronous save of ``state`` at ``step``.
+        """Starts an asynchronous save of ``state`` and ``record`` at ``step``.
 
         With several processes every one of them calls this; the replicated state (as
         ``jax.pmap`` returns it, local to each process) is written once.
         """
         if jax.process_count() > 1:
-            state = replicated(state)
+            state = sharding.replicated(state)
         self.wait()  # reports a failure of the previous asynchronous save
         self._saving = step
         try:
             self.manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(record.to_meta())),
                 metrics=metrics, force=True)
         except Exception as e:
             raise self._save_failed(e) from e
 
-    def meta(self, step: Optional[int] = None) -> dict:
-        """The JSON metadata saved with ``step`` (default: the latest)."""
+    def record(self, step: Optional[int] = None) -> ModelRecord:
+        """The model record saved with ``step`` (default: the latest)."""
         step = self.latest_step() if step is None else step
-        return self.manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"]
+        return ModelRecord.from_meta(self.manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"])
 
-    def newest_meta(self) -> Optional[tuple[int, dict]]:
-        """(step, meta) of the newest checkpoint whose metadata reads; None if there is none.
+    def newest_record(self) -> Optional[tuple[int, ModelRecord]]:
+        """(step, record) of the newest checkpoint whose metadata reads; None if there is none.
 
         Checkpoints whose metadata cannot be read are set aside (see ``_set_aside``).
         """
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                return step, self.meta(step)
+                return step, self.record(step)
             except Exception as e:  # orbax raises many types for damaged files
                 self._set_aside(step, e)
         return None
@@ -168,29 +168,15 @@ class Checkpoints:
         self.manager.close()
 
 
-def replicated(tree: Any) -> Any:
-    """``tree`` as arrays replicated over every device of every process.
+def open_read_only(path: str, what: str = "") -> Checkpoints:
+    """The checkpoints of a workdir (or its ``checkpoints`` folder), read-only.
 
-    What ``jax.pmap(..., in_axes=None)`` consumes without resharding, and what orbax saves
-    once for all processes. Every process must pass the same values.
+    Raises ``UserError`` if there is none; ``what`` names the path in the message
+    (default: "the checkpoint path").
     """
-    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("all",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-    def put(x):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(put(jax.random.key_data(x)),
-                                            impl=jax.random.key_impl(x))
-        host = np.asarray(x)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-    return jax.tree_util.tree_map(put, tree)
-
-
-def check_same_model(meta: dict, expected: dict, where: str) -> None:
-    """Raises ``UserError`` if the model fields of ``meta`` differ from ``expected``."""
-    for key in MODEL_FIELDS:
-        if meta.get(key) != expected.get(key):
-            raise UserError(
-                f"{where} holds a {meta.get(key)!r} {key} but the config asks for "
-                f"{expected.get(key)!r}: use another workdir or change the config.")
+    where = checkpoint_dir(path)
+    store = Checkpoints(where, read_only=True) if os.path.isdir(where) else None
+    if store is None or store.latest_step() is None:
+        raise UserError(f"No checkpoint in {what or 'the checkpoint path'} {path!r}: pass a "
+                        f"training workdir, its checkpoints folder or a convert --out.")
+    return store

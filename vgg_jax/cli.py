@@ -1,12 +1,24 @@
-"""What the command-line entry points share: one-line flag errors and a progress log."""
+"""The one command-line convention of every entry point (``python -m vgg_jax.X``).
+
+Each tool defines its flags in a ``define_flags()`` (absl; ``--help`` lists them) and a
+``main(argv)``, and ends with ``cli.run(main, define_flags)``. Then every tool reports bad
+input the same way: a bad flag or ``--config.x=`` override, a config field out of range
+(``vgg_jax.schema``) or any ``UserError`` prints ``error: ...`` lines (one per problem) and
+exits with 2; ``Preempted`` prints its message and exits with 75.
+"""
+
+from __future__ import annotations
 
 import contextlib
 import logging as pylogging
 import sys
+from typing import Callable, Optional, Sequence
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from vgg_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
+
+USAGE_EXIT_CODE = 2
 
 
 def setup_logging() -> None:
@@ -16,39 +28,65 @@ def setup_logging() -> None:
         lambda r: r.levelno >= pylogging.WARNING or "/orbax/" not in r.pathname)
 
 
-def parse_flags(argv):
-    """absl's flag parsing, with a bad ``--config.x=`` override reported in one line."""
+def fail(*problems: str) -> None:
+    """Prints one ``error:`` line per problem and exits with status 2."""
+    for problem in problems:
+        print(f"error: {' '.join(str(problem).split())}", file=sys.stderr)
+    sys.exit(USAGE_EXIT_CODE)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or ``--config.x=`` override reported in one line."""
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        fail(str(e))
     except (AttributeError, KeyError) as e:
         field = str(e).strip("\"'")
-        print(f"error: unknown config field {field!r}: the fields are listed in configs/default.py.",
-              file=sys.stderr)
+        fail(f"unknown config field {field!r}: the fields are listed in configs/default.py.")
     except (TypeError, ValueError) as e:
-        print(f"error: bad config override: {e}", file=sys.stderr)
-    sys.exit(2)
+        fail(f"bad config override: {e}")
 
 
 def resolve_config(config):
-    """The parsed ``--config`` with references resolved; an unloadable file exits with 2."""
+    """A parsed ``--config`` with references resolved; an unloadable file is an error."""
     try:
         return config.copy_and_resolve_references()
     except OSError as e:  # ml_collections reports an unloadable config file on first access
-        print(f"error: {' '.join(str(e.__cause__ or e).split())}", file=sys.stderr)
-        sys.exit(2)
+        raise UserError(str(e.__cause__ or e)) from None
 
 
 @contextlib.contextmanager
 def exit_codes():
-    """Ends the process as the tools document: ``error: ...`` and 2 on a ``UserError``, the
-    preemption message and 75 on ``Preempted``."""
+    """Ends the process as the tools document: ``error: ...`` and 2 on a ``UserError`` (one
+    line per problem of a ``schema.ConfigError``), the message and 75 on ``Preempted``."""
     try:
         yield
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(*getattr(e, "problems", [str(e)]))
     except Preempted as e:
         print(str(e), file=sys.stderr)
         sys.exit(PREEMPTED_EXIT_CODE)
+
+
+def no_arguments(argv: Sequence[str]) -> None:
+    """Raises ``UserError`` if a tool that takes only flags got positional arguments."""
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {' '.join(argv[1:])}: this command takes "
+                        f"flags only (see --help).")
+
+
+def run(main: Callable[[list[str]], Optional[int]], define_flags: Callable[[], None]) -> None:
+    """Defines the tool's flags, parses them, and runs ``main`` under ``exit_codes``.
+
+    ``main`` receives the positional arguments (``argv[0]`` first); its return value is the
+    exit status (None: 0).
+    """
+    define_flags()
+
+    def wrapped(argv):
+        setup_logging()
+        with exit_codes():
+            return main(argv)
+
+    app.run(wrapped, flags_parser=parse_flags)

@@ -6,12 +6,10 @@ picks, per layer shape (``algorithm``):
   convolves them ~80x below its peak (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s);
 - for inference on CPU, 3x3 layers with 28..56-pixel maps and >= 256 input channels (VGG's
   blocks 3 and 4 at 224) by Winograd F(2x2, 3x3) (Lavin & Gray, 2016), which needs 2.25x
-  fewer multiplications: VGG-16 inference at 224/8 went from 0.98x to 1.21x PyTorch's speed
-  between two runs of ``benchmarks/speed.py``. Not on larger maps,
-  where its 4x larger transformed input costs more memory traffic than the multiplications
-  it saves, and not in training, where the whole step ran slower with it even though each
-  layer alone ran faster (``benchmarks/layers.py``, ``benchmarks/results/speed.md``), and
-  not in bfloat16, whose transforms would lose precision (and which ran slower with it);
+  fewer multiplications. Not on larger maps, where its 4x larger transformed input costs
+  more memory traffic than the multiplications it saves; not in training, where the whole
+  step ran slower with it (measurements: ``benchmarks/results/layers.md`` and
+  ``speed.md``); not in bfloat16, whose transforms would lose precision;
 - everything else: ``lax.conv_general_dilated``.
 All three compute the same convolution (Winograd to float32 rounding, ~1e-6 relative).
 """

@@ -19,7 +19,6 @@ The number of classes and (for Keras) the input size are read from the file's he
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from typing import Optional, Sequence
@@ -29,14 +28,15 @@ import numpy as np
 
 from vgg_jax import checkpoints, models, weight_files
 from vgg_jax.errors import UserError
+from vgg_jax.record import ModelRecord
 
 SOURCES = ("torchvision", "keras")
 PREPROCESSING = {
-    "torchvision": {"mean_rgb": [123.675, 116.28, 103.53], "std_rgb": [58.395, 57.12, 57.375],
-                    "train_crop": "inception", "train_scale": [None, None]},
+    "torchvision": {"mean_rgb": (123.675, 116.28, 103.53), "std_rgb": (58.395, 57.12, 57.375),
+                    "train_crop": "inception", "train_scale": (None, None)},
     # The original Oxford Caffe weights: S jittered in [256, 512], BGR mean subtracted.
-    "keras": {"mean_rgb": [123.68, 116.779, 103.939], "std_rgb": [1.0, 1.0, 1.0],
-              "train_crop": "scale", "train_scale": [256, 512]},
+    "keras": {"mean_rgb": (123.68, 116.779, 103.939), "std_rgb": (1.0, 1.0, 1.0),
+              "train_crop": "scale", "train_scale": (256, 512)},
 }
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
@@ -152,8 +152,8 @@ def _head_info(source: str, arrays: dict, layers: Optional[dict]) -> tuple[bool,
     return True, int(denses[-1][0].shape[-1]), 32 * window
 
 
-def convert(source: str, arch: str, path: str) -> tuple[dict, dict]:
-    """Reads ``path`` and returns (variables, meta) for a vgg_jax checkpoint of ``arch``."""
+def convert(source: str, arch: str, path: str) -> tuple[dict, ModelRecord]:
+    """Reads ``path`` and returns (variables, record) for a vgg_jax checkpoint of ``arch``."""
     if source not in SOURCES:
         raise UserError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
     try:
@@ -193,15 +193,13 @@ def convert(source: str, arch: str, path: str) -> tuple[dict, dict]:
         value = _to_flax(kind, np.asarray(arrays[key], np.float32))
         variables.setdefault(collection, {}).setdefault(layer, {})[name] = \
             np.ascontiguousarray(value)
-    prep = PREPROCESSING[source]
-    meta = {"arch": arch, "width": 1.0, "fc_width": 0, "num_classes": num_classes,
-            "image_size": image_size, "include_top": include_top,
-            "eval_scale": image_size * 256 // 224, **prep,
-            "source": f"{source}:{os.path.basename(path)}"}
-    return variables, meta
+    record = ModelRecord(arch=arch, num_classes=num_classes, include_top=include_top,
+                         image_size=image_size, eval_scale=image_size * 256 // 224,
+                         **PREPROCESSING[source], source=f"{source}:{os.path.basename(path)}")
+    return variables, record
 
 
-def write(variables: dict, meta: dict, out: str) -> str:
+def write(variables: dict, record: ModelRecord, out: str) -> str:
     """Saves a converted net as ``out/checkpoints/0``; never overwrites a checkpoint."""
     directory = os.path.join(out, "checkpoints")
     if os.path.isdir(directory) and os.listdir(directory):
@@ -210,28 +208,35 @@ def write(variables: dict, meta: dict, out: str) -> str:
     state = {"params": jax.tree_util.tree_map(np.asarray, variables["params"])}
     if variables.get("batch_stats"):
         state["batch_stats"] = variables["batch_stats"]
-    store.save(0, state, meta)
+    store.save(0, state, record)
     store.wait()
     store.close()
     return directory
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="source", required=True, choices=SOURCES)
-    parser.add_argument("--arch", required=True, help="vgg11, vgg13, vgg16, vgg19 or *_bn")
-    parser.add_argument("--out", required=True, help="directory for the checkpoint")
-    parser.add_argument("src", help="weight file (.pth, .safetensors or Keras .h5)")
-    args = parser.parse_args(argv)
-    try:
-        variables, meta = convert(args.source, args.arch, args.src)
-        directory = write(variables, meta, args.out)
-    except UserError as e:
-        parser.exit(2, f"error: {e}\n")
+def define_flags() -> None:
+    from absl import flags
+    flags.DEFINE_enum("from", None, list(SOURCES), "Where the weights come from.")
+    flags.DEFINE_string("arch", None, "vgg11, vgg13, vgg16, vgg19 or *_bn.")
+    flags.DEFINE_string("out", None, "Directory for the checkpoint (must not hold one).")
+    flags.mark_flags_as_required(["from", "arch", "out"])
+
+
+def main(argv: Sequence[str]) -> None:
+    """CLI: ``python -m vgg_jax.convert --from SOURCE --arch ARCH --out DIR FILE``."""
+    from absl import flags
+    f = flags.FLAGS
+    if len(argv) != 2:
+        raise UserError("give exactly one weight file (.pth, .safetensors or Keras .h5) "
+                        "after the flags.")
+    src = argv[1]
+    variables, record = convert(f["from"].value, f.arch, src)
+    directory = write(variables, record, f.out)
     n = models.count_params(variables["params"])
-    print(f"{meta['arch']} ({n:,} parameters, {meta['num_classes']} classes, "
-          f"{'with' if meta['include_top'] else 'without'} top) from {args.src} -> {directory}")
+    print(f"{record.arch} ({n:,} parameters, {record.num_classes} classes, "
+          f"{'with' if record.include_top else 'without'} top) from {src} -> {directory}")
 
 
 if __name__ == "__main__":
-    main()
+    from vgg_jax import cli
+    cli.run(main, define_flags)

@@ -21,52 +21,48 @@ import csv
 import json
 import math
 import os
-import sys
 import time
 from typing import Iterable, Optional, Sequence
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import flags, logging
 
-from vgg_jax import checkpoints, cli, distributed, models, train
+from vgg_jax import checkpoints, cli, distributed, models, schema, sharding
 from vgg_jax.data import augment, pipeline, sources
 from vgg_jax.errors import UserError
+from vgg_jax.metrics import topk_errors
+from vgg_jax.record import ModelRecord
 
 PROTOCOLS = ("single", "dense", "multicrop", "dense+multicrop")
 
 
 class Net:
-    """A model with its variables and the metadata saved with it (see ``Net.load``)."""
+    """A model with its variables and its ``ModelRecord`` (see ``Net.load``)."""
 
-    def __init__(self, model: models.VGG, variables: dict, meta: dict, path: str = ""):
+    def __init__(self, model: models.VGG, variables: dict, record: ModelRecord):
         # Batches are split over all local devices; the variables are replicated on each.
-        mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("batch",))
-        self._split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        self.model, self.meta, self.path = model, meta, path
-        self.variables = jax.device_put(variables, replicated)
+        self._split = sharding.local_batch_sharding()
+        self.model, self.record = model, record
+        self.variables = jax.device_put(variables, sharding.local_replicated_sharding())
         self._logits = jax.jit(lambda v, x: self.model.apply(v, x))
         self._dense = jax.jit(lambda v, x, m: self.model.apply(v, x, dense=True, mask=m))
 
     @classmethod
     def load(cls, path: str) -> "Net":
         """Restores the latest checkpoint of a training workdir (or checkpoints folder)."""
-        store = _open(path)
-        meta = store.meta()
-        model = models.create_model(meta["arch"], num_classes=meta["num_classes"],
-                                    width=meta["width"], fc_width=meta["fc_width"] or None,
-                                    include_top=meta.get("include_top", True))
+        store = checkpoints.open_read_only(path)
+        record = store.record()
         raw = store.restore_raw()
         store.close()
         variables = {"params": raw["params"]}
         if raw.get("batch_stats"):
             variables["batch_stats"] = raw["batch_stats"]
-        return cls(model, variables, meta, path)
+        return cls(record.build(), variables, record)
 
     def _put(self, array: np.ndarray):
         return jax.device_put(array, self._split) \
@@ -83,21 +79,12 @@ class Net:
         return np.asarray(jax.nn.softmax(logits.astype(jnp.float32)))
 
 
-def _open(path: str) -> checkpoints.Checkpoints:
-    where = checkpoints.checkpoint_dir(path)
-    store = checkpoints.Checkpoints(where, read_only=True) if os.path.isdir(where) else None
-    if store is None or store.latest_step() is None:
-        raise UserError(f"No checkpoint in {path!r}: pass a training workdir or its "
-                        f"checkpoints folder.")
-    return store
-
-
-def read_meta(path: str) -> dict:
-    """The metadata of the latest checkpoint under ``path``, without restoring any array."""
-    store = _open(path)
-    meta = store.meta()
+def read_record(path: str) -> ModelRecord:
+    """The record of the latest checkpoint under ``path``, without restoring any array."""
+    store = checkpoints.open_read_only(path)
+    record = store.record()
     store.close()
-    return meta
+    return record
 
 
 def check_protocols(protocols: Sequence[str], scales: Sequence[int], crop: int) -> None:
@@ -118,13 +105,6 @@ def multicrop_positions(height: int, width: int, crop: int, grid: int = 5) -> li
     ys = np.linspace(0, height - crop, grid).round().astype(int)
     xs = np.linspace(0, width - crop, grid).round().astype(int)
     return [(int(y), int(x)) for y in ys for x in xs]
-
-
-def topk_errors(posteriors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(top-1, top-5) error, ties broken by class index (see ``train.topk_correct``)."""
-    return tuple(1.0 - float(jnp.mean(train.topk_correct(jnp.asarray(posteriors),
-                                                         jnp.asarray(labels), k)))
-                 for k in (1, 5))
 
 
 def _pad(image: np.ndarray, bucket: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +134,7 @@ class Evaluator:
         self.crop, self.batch_size, self.bucket = crop, batch_size, bucket
         self.mean = np.asarray(mean_rgb, np.float32)
         self.std = np.asarray(std_rgb, np.float32)
-        classes = self.nets[0].meta["num_classes"]
+        classes = self.nets[0].record.num_classes
         self.sums = {p: np.zeros((num_images, classes)) for p in ("single", "dense", "multicrop")}
         self._pending: dict[tuple, list] = {}
 
@@ -223,10 +203,10 @@ def _rescaled_examples(builder, split: str, scales: Sequence[int]) -> Iterable:
     return ds.as_numpy_iterator()
 
 
-def _scale_label(meta: dict) -> str:
-    if meta.get("train_crop") == "inception":
+def _scale_label(record: ModelRecord) -> str:
+    if record.train_crop == "inception":
         return "inception crop"
-    lo, hi = meta.get("train_scale") or [None, None]
+    lo, hi = record.train_scale or (None, None)
     return "?" if lo is None else (f"{lo}" if lo == hi else f"[{lo};{hi}]")
 
 
@@ -239,18 +219,17 @@ def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
     crop size and mean/std from the first checkpoint's metadata; ``scales`` default to its
     ``eval_scale``. Returns one row per protocol.
     """
-    metas = [read_meta(p) for p in paths]  # cheap checks first, then data, then weights
-    meta = metas[0]
-    headless = [p for p, m in zip(paths, metas) if not m.get("include_top", True)]
+    schema.check(config)
+    records = [read_record(p) for p in paths]  # cheap checks first, then data, then weights
+    record = records[0]
+    headless = [p for p, r in zip(paths, records) if not r.include_top]
     if headless:
         raise UserError(f"{headless[0]} holds a net without its classifier (no fc6-8): it "
                         f"cannot be evaluated on classes.")
     if len(paths) == 1:
-        expected = {"arch": models.canonical_name(config.arch), "width": config.width,
-                    "fc_width": config.fc_width, "num_classes": config.num_classes}
-        checkpoints.check_same_model(meta, expected, f"checkpoint {paths[0]!r}")
-    scales = list(scales or [meta["eval_scale"]])
-    check_protocols(protocols, scales, meta["image_size"])
+        record.check_fits(ModelRecord.from_config(config), f"checkpoint {paths[0]!r}")
+    scales = list(scales or [record.eval_scale])
+    check_protocols(protocols, scales, record.image_size)
     split = split or config.eval_split
     builder = sources.get_builder(config.dataset, config.data_dir, config.manual_dir)
     sources.check_splits(builder, [split])
@@ -260,8 +239,8 @@ def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
     num_images = pipeline.split_size(builder, pipeline.process_split(
         split, jax.process_index(), jax.process_count()))
     nets = [Net.load(p) for p in paths]
-    evaluator = Evaluator(nets, protocols, scales, meta["image_size"], meta["mean_rgb"],
-                          meta["std_rgb"], num_images, batch_size)
+    evaluator = Evaluator(nets, protocols, scales, record.image_size, record.mean_rgb,
+                          record.std_rgb, num_images, batch_size)
     start = time.time()
     labels = np.zeros(num_images, np.int64)
     for i, (label, rescaled) in enumerate(_rescaled_examples(builder, split, scales)):
@@ -281,7 +260,7 @@ def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
             from jax.experimental import multihost_utils
             counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
         rows.append({"protocol": protocol, "nets": len(nets),
-                     "train_scale": _scale_label(meta),
+                     "train_scale": _scale_label(record),
                      "test_scales": ",".join(map(str, scales)),
                      "top1_error": 100 * counts[0] / counts[2],
                      "top5_error": 100 * counts[1] / counts[2],
@@ -311,44 +290,39 @@ def write_results(rows: list[dict], out_dir: str) -> None:
         writer.writerows(rows)
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    from ml_collections import config_flags
+    flags.DEFINE_multi_string("checkpoint", None, "Training workdir(s); several: an ensemble.")
+    config_flags.DEFINE_config_file("config", None, "Config giving the data set and split.")
+    flags.DEFINE_list("scales", [], "Test scales Q, e.g. 256,384,512 (default: eval_scale).")
+    flags.register_validator("scales", lambda v: all(q.strip().isdigit() for q in v),
+                             message="--scales takes whole numbers, e.g. 256,384,512.")
+    flags.DEFINE_list("protocols", list(PROTOCOLS), f"Comma-separated protocols: "
+                      f"{', '.join(PROTOCOLS)}.")
+    flags.register_validator("protocols", lambda v: bool(v) and set(v) <= set(PROTOCOLS),
+                             message=f"--protocols takes some of {', '.join(PROTOCOLS)}.")
+    flags.DEFINE_string("split", "", "Split to evaluate (default: the config's eval_split).")
+    flags.DEFINE_string("out", "", "Directory for results.json/csv (default: CKPT/eval).")
+    flags.DEFINE_integer("batch_size", 32, "Crops or dense inputs per batch.", lower_bound=1)
+    flags.mark_flags_as_required(["checkpoint", "config"])
+
+
 def main(argv):
-    from absl import flags
-    del argv
-    FLAGS = flags.FLAGS
-    cli.setup_logging()
-    try:
-        config = FLAGS.config.copy_and_resolve_references()
-        distributed.initialize(config)
-        scales = [int(q) for q in FLAGS.scales.split(",")] if FLAGS.scales else None
-        protocols = FLAGS.protocols.split(",")
-        rows = evaluate(config, FLAGS.checkpoint, scales, protocols, FLAGS.split or None,
-                        FLAGS.batch_size)
-    except (UserError, OSError) as e:
-        print(f"error: {' '.join(str(e.__cause__ or e).split())}", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as e:  # e.g. --scales=abc
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli.no_arguments(argv)
+    config = cli.resolve_config(FLAGS.config)
+    schema.check(config)
+    distributed.initialize(config)
+    scales = [int(q) for q in FLAGS.scales] or None
+    rows = evaluate(config, FLAGS.checkpoint, scales, FLAGS.protocols, FLAGS.split or None,
+                    FLAGS.batch_size)
     out = FLAGS.out or os.path.join(FLAGS.checkpoint[0], "eval")
     write_results(rows, out)
     print(format_table(rows))
     print(f"written to {out}/results.json and results.csv")
 
 
-def _define_flags():
-    from absl import flags
-    from ml_collections import config_flags
-    flags.DEFINE_multi_string("checkpoint", None, "Training workdir(s); several: an ensemble.")
-    config_flags.DEFINE_config_file("config", None, "Config giving the data set and split.")
-    flags.DEFINE_string("scales", "", "Test scales Q, e.g. 256,384,512 (default: eval_scale).")
-    flags.DEFINE_string("protocols", ",".join(PROTOCOLS), "Comma-separated protocols.")
-    flags.DEFINE_string("split", "", "Split to evaluate (default: the config's eval_split).")
-    flags.DEFINE_string("out", "", "Directory for results.json/csv (default: CKPT/eval).")
-    flags.DEFINE_integer("batch_size", 32, "Crops or dense inputs per batch.")
-    flags.mark_flags_as_required(["checkpoint", "config"])
-
-
 if __name__ == "__main__":
-    from absl import app
-    _define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

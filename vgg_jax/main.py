@@ -3,35 +3,36 @@
 Any config field can be overridden: ``--config.batch_size=128 --config.dataset=imagefolder:/d``.
 Rerunning with the same workdir resumes from its latest checkpoint.
 
-Exit status: 0 when done; 2 after a one-line ``error:`` (bad input, a non-finite loss, a
-checkpoint that could not be written); 75 when stopped by SIGTERM after writing a checkpoint
-(rerun to resume).
+Exit status: 0 when done; 2 after ``error:`` lines (bad input, a field out of its allowed
+values, a non-finite loss, a checkpoint that could not be written); 75 when stopped by
+SIGTERM after writing a checkpoint (rerun to resume).
 """
 
 import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from vgg_jax import cli, distributed, train
+from vgg_jax import cli, distributed, schema, train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard files and logs.")
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard files and logs.")
+    config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                    lock_config=True)
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    cli.setup_logging()
+    cli.no_arguments(argv)
     config = cli.resolve_config(FLAGS.config)
-    with cli.exit_codes():
-        distributed.initialize(config)
-        metrics = train.train_and_evaluate(config, FLAGS.workdir)
+    schema.check(config)  # before joining other processes or touching a device
+    distributed.initialize(config)
+    metrics = train.train_and_evaluate(config, FLAGS.workdir)
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                    for k, v in metrics.items()))
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main, define_flags)

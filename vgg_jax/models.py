@@ -11,7 +11,6 @@ multiply-accumulates.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import math
@@ -360,22 +359,33 @@ def format_summary(rows: list[dict], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """CLI: ``python -m vgg_jax.models --arch vgg16 [--image-size 224] [--num-classes 1000]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="vgg16", help=f"one of {', '.join(SPECS)} or A..E")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--num-classes", type=int, default=1000)
-    parser.add_argument("--width", type=float, default=1.0)
-    args = parser.parse_args(argv)
+def define_flags() -> None:
+    from absl import flags
+    flags.DEFINE_string("arch", "vgg16", f"One of {', '.join(SPECS)} or a letter A..E.")
+    flags.register_validator("arch", lambda a: a in SPECS or a.upper() in ALIASES,
+                             message=f"--arch must be one of the valid names {', '.join(SPECS)} "
+                                     f"or a letter A..E.")
+    flags.DEFINE_integer("image_size", 224, "Input side in pixels.", lower_bound=32)
+    flags.DEFINE_integer("num_classes", 1000, "Width of fc8.", lower_bound=1)
+    flags.DEFINE_float("width", 1.0, "Multiplier on every layer's channels.", lower_bound=1e-6)
+
+
+def main(argv: Sequence[str]) -> None:
+    """CLI: ``python -m vgg_jax.models --arch vgg16 [--image_size 224] [--num_classes 1000]``."""
+    from absl import flags
+    from vgg_jax import cli
+    cli.no_arguments(argv)
+    f = flags.FLAGS
+    model = create_model(f.arch, num_classes=f.num_classes, width=f.width)
     try:
-        model = create_model(args.arch, num_classes=args.num_classes, width=args.width)
-        rows = summary(model, args.image_size)
+        rows = summary(model, f.image_size)
     except ValueError as e:
-        parser.exit(2, f"error: {e}\n")
-    print(format_summary(rows, f"{model.arch} at {args.image_size}x{args.image_size}, "
-                               f"{args.num_classes} classes"))
+        from vgg_jax.errors import UserError
+        raise UserError(str(e)) from None
+    print(format_summary(rows, f"{model.arch} at {f.image_size}x{f.image_size}, "
+                               f"{f.num_classes} classes"))
 
 
 if __name__ == "__main__":
-    main()
+    from vgg_jax import cli
+    cli.run(main, define_flags)

@@ -11,11 +11,10 @@ with the package. A file that cannot be read as an image is reported and skipped
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -23,14 +22,14 @@ import tensorflow as tf
 from vgg_jax import evaluate
 from vgg_jax.data import augment
 from vgg_jax.errors import UserError
+from vgg_jax.record import ModelRecord
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(__file__), "imagenet_classes.txt")
 
 
-def class_names(meta: dict) -> list[str]:
+def class_names(record: ModelRecord) -> list[str]:
     """Human-readable names of the checkpoint's classes."""
-    names = meta.get("class_names") or []
-    n = meta["num_classes"]
+    names, n = record.class_names, record.num_classes
     if n == 1000 and (not names or all(re.fullmatch(r"n\d{8}", s) for s in names)):
         with open(IMAGENET_CLASSES) as f:  # ImageNet's synsets in their usual order
             return [line.strip() for line in f]
@@ -50,9 +49,9 @@ def rescaled(path: str, scales: Sequence[int]) -> dict[int, np.ndarray]:
 def predict(net: evaluate.Net, images: Sequence[dict[int, np.ndarray]],
             protocol: str = "single", top: int = 5, batch_size: int = 8) -> list[list[tuple]]:
     """Per image, the ``top`` (class index, probability) pairs, most probable first."""
-    meta = net.meta
+    record = net.record
     evaluator = evaluate.Evaluator([net], [protocol], sorted(images[0]) if images else [],
-                                   meta["image_size"], meta["mean_rgb"], meta["std_rgb"],
+                                   record.image_size, record.mean_rgb, record.std_rgb,
                                    len(images), batch_size)
     for i, image in enumerate(images):
         evaluator.add(i, image)
@@ -61,25 +60,31 @@ def predict(net: evaluate.Net, images: Sequence[dict[int, np.ndarray]],
     return [[(int(c), float(p[c])) for c in row] for p, row in zip(probs, order)]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a training workdir or convert --out")
-    parser.add_argument("--protocol", default="single", choices=evaluate.PROTOCOLS)
-    parser.add_argument("--scales", default="", help="test scales Q (default: the checkpoint's)")
-    parser.add_argument("--top", type=int, default=5)
-    parser.add_argument("images", nargs="+")
-    args = parser.parse_args(argv)
-    try:
-        meta = evaluate.read_meta(args.checkpoint)
-        if not meta.get("include_top", True):
-            raise UserError(f"{args.checkpoint} holds a net without its classifier (no fc6-8): "
-                            f"it extracts features but cannot predict classes.")
-        scales = [int(q) for q in args.scales.split(",")] if args.scales else [meta["eval_scale"]]
-        evaluate.check_protocols([args.protocol], scales, meta["image_size"])
-    except (UserError, ValueError) as e:
-        parser.exit(2, f"error: {e}\n")
+def define_flags() -> None:
+    from absl import flags
+    flags.DEFINE_string("checkpoint", None, "A training workdir or convert --out.")
+    flags.DEFINE_enum("protocol", "single", list(evaluate.PROTOCOLS), "Test protocol.")
+    flags.DEFINE_list("scales", [], "Test scales Q (default: the checkpoint's eval_scale).")
+    flags.register_validator("scales", lambda v: all(q.strip().isdigit() for q in v),
+                             message="--scales takes whole numbers, e.g. 256,384.")
+    flags.DEFINE_integer("top", 5, "How many classes to print per image.", lower_bound=1)
+    flags.mark_flags_as_required(["checkpoint"])
+
+
+def main(argv: Sequence[str]) -> int:
+    """CLI: ``python -m vgg_jax.predict --checkpoint DIR IMAGE...``; 1 if an image failed."""
+    from absl import flags
+    f = flags.FLAGS
+    if len(argv) < 2:
+        raise UserError("give one or more image files after the flags.")
+    record = evaluate.read_record(f.checkpoint)
+    if not record.include_top:
+        raise UserError(f"{f.checkpoint} holds a net without its classifier (no fc6-8): "
+                        f"it extracts features but cannot predict classes.")
+    scales = [int(q) for q in f.scales] or [record.eval_scale]
+    evaluate.check_protocols([f.protocol], scales, record.image_size)
     images, paths, failed = [], [], 0
-    for path in args.images:
+    for path in argv[1:]:
         try:
             images.append(rescaled(path, scales))
             paths.append(path)
@@ -87,14 +92,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
     if images:
-        names = class_names(meta)
-        net = evaluate.Net.load(args.checkpoint)
-        for path, best in zip(paths, predict(net, images, args.protocol, args.top)):
-            print(f"{path} ({args.protocol}, Q={','.join(map(str, scales))})")
+        names = class_names(record)
+        net = evaluate.Net.load(f.checkpoint)
+        for path, best in zip(paths, predict(net, images, f.protocol, f.top)):
+            print(f"{path} ({f.protocol}, Q={','.join(map(str, scales))})")
             for c, p in best:
                 print(f"  {p:.4f}  {names[c]}")
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vgg_jax import cli
+    cli.run(main, define_flags)

@@ -26,14 +26,13 @@ import json
 import math
 import os
 import time
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
 import ml_collections
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
-from vgg_jax import cli
+from vgg_jax import cli, schema
 from vgg_jax.errors import NonFiniteError, UserError
 
 RESULT_FILE = "result.json"
@@ -92,14 +91,20 @@ def run_config(base: ml_collections.ConfigDict, run: dict,
 
 
 def check(base: ml_collections.ConfigDict, runs: Sequence[dict]) -> None:
-    """Validates every run's overrides and names before anything trains."""
+    """Validates every run's overrides, values (``vgg_jax.schema``) and names before
+    anything trains."""
     names = [run_name(r) for r in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UserError(f"Sweep runs share the folder names {duplicates}: give them distinct "
                         "labels or seeds.")
+    schema.check(base)
     for run in runs:
-        run_config(base, run)
+        try:
+            schema.check(run_config(base, run))
+        except schema.ConfigError as e:
+            raise schema.ConfigError([f"sweep run {run['label']!r}: {p}"
+                                      for p in e.problems]) from None
 
 
 def execute(base: ml_collections.ConfigDict, runs: Sequence[dict], workdir: str) -> list[dict]:
@@ -263,36 +268,39 @@ def loss_curves(rows: Sequence[dict], workdir: str) -> list[tuple[str, list[int]
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory of the sweep: one sub-folder per run.")
-flags.DEFINE_list("only", [], "Run only these labels (or run folder names); the results "
-                  "still list every finished run.")
-config_flags.DEFINE_config_file("config", None, "Study file (configs/ablations/*.py).",
-                                lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv: Sequence[str]) -> Optional[Any]:
+def define_flags() -> None:
+    from ml_collections import config_flags
+    flags.DEFINE_string("workdir", None, "Directory of the sweep: one sub-folder per run.")
+    flags.DEFINE_list("only", [], "Run only these labels (or run folder names); the results "
+                      "still list every finished run.")
+    config_flags.DEFINE_config_file("config", None, "Study file (configs/ablations/*.py).",
+                                    lock_config=True)
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: Sequence[str]) -> None:
+    from ml_collections import config_flags
     from vgg_jax import distributed
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    cli.setup_logging()
+    cli.no_arguments(argv)
     base = cli.resolve_config(FLAGS.config)
     path = config_flags.get_config_filename(FLAGS["config"])
-    with cli.exit_codes():
-        all_runs, title = load_sweep(path)
-        runs = all_runs
-        if FLAGS.only:
-            unknown = set(FLAGS.only) - {r["label"] for r in runs} - {run_name(r) for r in runs}
-            if unknown:
-                raise UserError(f"--only names {sorted(unknown)}, not in the sweep; its labels "
-                                f"are {sorted({r['label'] for r in runs})}.")
-            runs = [r for r in runs if r["label"] in FLAGS.only or run_name(r) in FLAGS.only]
-        distributed.initialize(base)
-        execute(base, runs, FLAGS.workdir)
-        paths = write_results(finished_rows(all_runs, FLAGS.workdir), FLAGS.workdir, title)
+    all_runs, title = load_sweep(path)
+    runs = all_runs
+    if FLAGS.only:
+        unknown = set(FLAGS.only) - {r["label"] for r in runs} - {run_name(r) for r in runs}
+        if unknown:
+            raise UserError(f"--only names {sorted(unknown)}, not in the sweep; its labels "
+                            f"are {sorted({r['label'] for r in runs})}.")
+        runs = [r for r in runs if r["label"] in FLAGS.only or run_name(r) in FLAGS.only]
+    check(base, runs)
+    distributed.initialize(base)
+    execute(base, runs, FLAGS.workdir)
+    paths = write_results(finished_rows(all_runs, FLAGS.workdir), FLAGS.workdir, title)
     print(open(paths["md"]).read())
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    cli.run(main, define_flags)

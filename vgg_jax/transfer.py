@@ -8,15 +8,14 @@ in B, C, D and E, which is where they are copied.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Optional, Sequence
 
 import jax
-import ml_collections
 from absl import logging
 
-from vgg_jax import checkpoints, models
+from vgg_jax import checkpoints
 from vgg_jax.errors import UserError
+from vgg_jax.record import ModelRecord
 
 SHALLOW_TO_DEEP_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
 
@@ -56,29 +55,26 @@ def shallow_to_deep(deep_params: Mapping[str, Any], net_a_params: Mapping[str, A
     return copy_layers(deep_params, net_a_params, layers)
 
 
-def init_from_params(config: ml_collections.ConfigDict, abstract_params: dict):
-    """Checks ``config.init_from`` against the model; returns (loader of its params, meta).
+def init_from_params(path: str, wanted: ModelRecord, abstract_params: dict):
+    """Checks the checkpoint at ``path`` against the model; returns (loader of its params,
+    its record).
 
     Same architecture: every layer the checkpoint has is copied (an fc8 with another number
     of classes, and the head of a headless checkpoint, start afresh). From a configuration A
     into a deeper net: the paper's shallow-to-deep copy.
     """
-    where = checkpoints.checkpoint_dir(config.init_from)
-    store = checkpoints.Checkpoints(where, read_only=True) if os.path.isdir(where) else None
-    if store is None or store.latest_step() is None:
-        raise UserError(f"init_from {config.init_from!r} holds no checkpoint.")
-    meta, shapes = store.meta(), store.param_shapes()
-    source_arch, target_arch = meta.get("arch"), models.canonical_name(config.arch)
-    if source_arch == target_arch:
+    store = checkpoints.open_read_only(path, "init_from")
+    source, shapes = store.record(), store.param_shapes()
+    if source.arch == wanted.arch:
         layers = [name for name in abstract_params if name in shapes]
         fresh = [name for name in abstract_params if name not in shapes]
         if fresh:
             logging.warning("init_from has no %s; they start from scratch.", ", ".join(fresh))
-    elif source_arch == "vgg11":
+    elif source.arch == "vgg11":
         layers = list(SHALLOW_TO_DEEP_LAYERS)
     else:
-        raise UserError(f"init_from {config.init_from!r} holds a {source_arch} but the config "
-                        f"trains a {target_arch}: only a vgg11 (A) initialises another net.")
+        raise UserError(f"init_from {path!r} holds a {source.arch} but the config "
+                        f"trains a {wanted.arch}: only a vgg11 (A) initialises another net.")
     if "fc8" in layers and shapes.get("fc8") != jax.tree_util.tree_map(
             lambda a: tuple(a.shape), dict(abstract_params["fc8"])):
         logging.warning("init_from: fc8 has another number of classes; re-initialising it.")
@@ -87,24 +83,15 @@ def init_from_params(config: ml_collections.ConfigDict, abstract_params: dict):
         for key, want in dict(abstract_params[name]).items():
             have = shapes.get(name, {}).get(key)
             if have != tuple(want.shape):
-                raise UserError(f"init_from {config.init_from!r} does not fit the model: "
+                raise UserError(f"init_from {path!r} does not fit the model: "
                                 f"{name}/{key} has shape {have}, the model needs "
                                 f"{tuple(want.shape)}.")
 
     def load(params: dict) -> tuple[dict, Optional[dict]]:
         raw = store.restore_raw()
         params = copy_layers(params, raw["params"], layers)
-        stats = raw.get("batch_stats") if source_arch == target_arch else None
+        stats = raw.get("batch_stats") if source.arch == wanted.arch else None
         store.close()
         return params, stats or None
 
-    return load, meta
-
-
-def adopt_preprocessing(config: ml_collections.ConfigDict, meta: dict, where: str) -> None:
-    """Normalises inputs as the weights in ``where`` expect (converted nets bring their own)."""
-    for key in ("mean_rgb", "std_rgb"):
-        if key in meta and tuple(meta[key]) != tuple(config[key]):
-            logging.info("Using %s %s of %s instead of the config's %s.", key, meta[key], where,
-                         tuple(config[key]))
-            config[key] = tuple(meta[key])
+    return load, source

@@ -79,6 +79,10 @@ _ALLOWED = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
 _ALLOWED.update({("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()})
 
 
+class Refused(pickle.UnpicklingError):
+    """The pickle asked for something other than tensors and dicts."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickles a PyTorch state dict; refuses every global but tensor reconstruction."""
 
@@ -86,7 +90,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
+            raise Refused(
                 f"refusing {module}.{name}: only tensors and dicts may be loaded") from None
 
     def persistent_load(self, pid: Any) -> tuple:
@@ -165,20 +169,36 @@ def _state_dict(tree: Any, path: str) -> dict[str, np.ndarray]:
     return out
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL_2 = b"\x80\x02"  # what the legacy format's first pickle starts with
+
+
 def read_torch(path: str) -> dict[str, np.ndarray]:
     """The tensors of a PyTorch state-dict file (``.pth``, ``.pt``), keyed by name."""
-    try:
-        with open(path, "rb") as f:
-            if zipfile.is_zipfile(f):
-                f.seek(0)
-                tree = _load_zip(f)
-            else:
-                f.seek(0)
-                tree = _load_legacy(f)
-    except pickle.UnpicklingError as e:
-        raise UserError(f"{path}: {e}; not loading it.") from None
-    except (EOFError, zipfile.BadZipFile, KeyError, ValueError, struct.error) as e:
-        raise UserError(f"{path} is truncated or not a PyTorch weight file ({e}).") from None
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(0)
+        if len(head) < 4:
+            raise UserError(f"{path} is truncated or empty ({len(head)} bytes).")
+        if zipfile.is_zipfile(f):
+            f.seek(0)
+            load = _load_zip
+        elif head == _ZIP_MAGIC:  # a zip whose end (the central directory) is missing
+            raise UserError(f"{path} is truncated: it starts as a torch.save zip but its end "
+                            f"is missing; download or copy it again.")
+        elif head.startswith(_PICKLE_PROTOCOL_2):
+            load = _load_legacy
+        else:
+            raise UserError(f"{path} is not a PyTorch weight file (neither a torch.save zip "
+                            f"nor the legacy format); convert a .pth, .safetensors or .h5.")
+        try:
+            tree = load(f)
+        except Refused as e:
+            raise UserError(f"{path}: {e}; not loading it.") from None
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, ValueError,
+                struct.error, IndexError, TypeError) as e:
+            raise UserError(f"{path} is truncated or not a PyTorch weight file "
+                            f"({' '.join(str(e).split())[:200]}).") from None
     return _state_dict(tree, path)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 # AlexNet's PCA of ImageNet RGB pixels (0-1 scale), as in fb.resnet.torch's transforms.lua.
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
@@ -66,7 +65,7 @@ def pca_shift(seed: tf.Tensor, std: float) -> tf.Tensor:
     """AlexNet's colour shift for one image: eigvec @ (alpha * eigval), alpha ~ N(0, std).
 
     An RGB offset (3,) in the 0-255 range, added to every pixel where the batch is
-    normalised (on the device, see ``vgg_jax.train.normalize``).
+    normalised (on the device, see ``vgg_jax.steps.normalize``).
     """
     alpha = tf.random.stateless_normal([3], seed, stddev=std)
     eigval = tf.constant(IMAGENET_PCA_EIGVAL, tf.float32) * 255.0

@@ -6,6 +6,10 @@ augments its example ``i`` with a seed derived from (seed, k, e, i), so resuming
 rebuilds exactly the batches an uninterrupted run would have seen
 (``train_batches(..., start_step=t)`` skips the first examples before decoding them).
 
+A training stream given ``num_steps`` ends after them, so that no work for steps beyond the
+run (the next epoch's shuffle buffer, decoded images in flight) is left to cancel when
+training ends; ``Batches.close`` stops it early (preemption, errors).
+
 Evaluation data covers the split exactly once: the last batch is padded and carries a
 ``mask`` that is 0 on padding, and every process yields the same number of batches.
 """
@@ -16,7 +20,7 @@ import collections
 import contextlib
 import math
 import os
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import jax
 import numpy as np
@@ -24,6 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow.python.eager import context  # the global seed has no public getter
 
+from vgg_jax import sharding
 from vgg_jax.data import augment
 
 Batch = dict[str, np.ndarray]
@@ -36,7 +41,8 @@ def process_split(split: str, process_index: int, process_count: int) -> str:
 
 def _with_options(ds: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
-    options.threading.private_threadpool_size = os.cpu_count() or 1
+    # The CPUs this process may use, not the host's: a container's 2 cores on a 200-core host.
+    options.threading.private_threadpool_size = len(os.sched_getaffinity(0)) or 1
     options.threading.max_intra_op_parallelism = 1  # parallelism across images, not within
     options.autotune.enabled = True
     return ds.with_options(options)
@@ -71,13 +77,47 @@ def epoch_steps(builder: tfds.core.DatasetBuilder, split: str, sub_batch: int,
     return shard_size // sub_batch
 
 
+class Batches:
+    """An iterator of batches that can be closed: ``close`` ends its tf.data iterator now.
+
+    A context manager too. Closing releases the tf.data pipeline at a known point instead of
+    whenever the garbage collector finds it (which could stall the end of a run).
+    """
+
+    def __init__(self, ds: tf.data.Dataset, convert: Callable[[Batch], Batch]):
+        self._it = iter(ds.as_numpy_iterator())
+        self._convert = convert
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self) -> Batch:
+        if self._it is None:
+            raise StopIteration
+        return self._convert(next(self._it))
+
+    def close(self) -> None:
+        """Stops the pipeline; later ``next`` calls raise ``StopIteration``."""
+        it, self._it = self._it, None
+        del it
+
+    def __enter__(self) -> "Batches":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch: int,
                   crop: int, scale_min: int, scale_max: int, seed: int,
-                  start_step: int = 0, shuffle_buffer: int = 0, cache: bool = True,
+                  start_step: int = 0, num_steps: Optional[int] = None,
+                  shuffle_buffer: int = 0, cache: bool = True,
                   crop_mode: str = "scale", pca_std: float = 0.0, num_shards: int = 0,
                   num_devices: Optional[int] = None, process_index: Optional[int] = None,
-                  process_count: Optional[int] = None) -> tuple[int, Iterator[Batch]]:
-    """(steps per epoch, endless iterator of training batches from ``start_step`` on).
+                  process_count: Optional[int] = None) -> tuple[int, Batches]:
+    """(steps per epoch, the training batches of steps ``start_step + 1`` on).
+
+    ``num_steps`` batches, or endless without it.
 
     Batches hold ``images`` (num_devices, per_device, crop, crop, 3) uint8, ``flip`` (whether
     to mirror the image, which the device does), ``shift`` (the per-image PCA colour offset,
@@ -103,10 +143,13 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
     steps_per_epoch = epoch_steps(builder, split, sub_batch, num_shards)
     largest_shard = -(-split_size(builder, split) // num_shards)  # even_splits differ by <= 1
     start_epoch, skip = divmod(start_step, steps_per_epoch)
+    end_epoch = (1 << 40 if num_steps is None
+                 else -(-(start_step + num_steps) // steps_per_epoch))
     with _own_seeds():
         shards = [_shard_batches(builder, process_split(split, shard, num_shards), shard,
                                  sub_batch=sub_batch, steps_per_epoch=steps_per_epoch,
-                                 start_epoch=start_epoch, skip=skip, crop=crop,
+                                 start_epoch=start_epoch, end_epoch=end_epoch, skip=skip,
+                                 crop=crop,
                                  scale_min=scale_min, scale_max=scale_max, seed=seed,
                                  shuffle_buffer=shuffle_buffer or largest_shard, cache=cache,
                                  crop_mode=crop_mode, pca_std=pca_std)
@@ -114,13 +157,10 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
                                      (process_index + 1) * per_process)]
     ds = shards[0] if len(shards) == 1 else tf.data.Dataset.zip(tuple(shards)).map(
         lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+    if num_steps is not None:
+        ds = ds.take(num_steps)
     ds = _with_options(ds.prefetch(tf.data.AUTOTUNE))
-
-    def batches() -> Iterator[Batch]:
-        for batch in ds.as_numpy_iterator():
-            yield _to_devices(batch, num_devices)
-
-    return steps_per_epoch, batches()
+    return steps_per_epoch, Batches(ds, lambda batch: _to_devices(batch, num_devices))
 
 
 @contextlib.contextmanager
@@ -142,10 +182,10 @@ def _own_seeds():
 
 
 def _shard_batches(builder, split: str, shard: int, *, sub_batch: int, steps_per_epoch: int,
-                   start_epoch: int, skip: int, crop: int, scale_min: int, scale_max: int,
-                   seed: int, shuffle_buffer: int, cache: bool, crop_mode: str,
-                   pca_std: float) -> tf.data.Dataset:
-    """Endless batches of one data shard: a function of (seed, shard, epoch, index) only."""
+                   start_epoch: int, end_epoch: int, skip: int, crop: int, scale_min: int,
+                   scale_max: int, seed: int, shuffle_buffer: int, cache: bool,
+                   crop_mode: str, pca_std: float) -> tf.data.Dataset:
+    """Batches of one data shard up to ``end_epoch``: a function of (seed, shard, epoch, index)."""
     base = _encoded(builder, split, cache).enumerate()
     per_epoch = steps_per_epoch * sub_batch
 
@@ -168,7 +208,7 @@ def _shard_batches(builder, split: str, shard: int, *, sub_batch: int, steps_per
 
     # One dataset over all epochs, so that the next epoch's shuffle buffer fills in the
     # background instead of stalling training at every epoch boundary.
-    ds = tf.data.Dataset.range(start_epoch, 1 << 40).flat_map(epoch_examples)
+    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch_examples)
     ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(sub_batch, drop_remainder=True)
 
@@ -224,11 +264,9 @@ def prefetch_to_device(batches: Iterator[Batch], size: int = 2) -> Iterator:
     Each array (num_devices, per_device, ...) is split over the devices along its first
     axis, as ``jax.pmap`` expects, so the transfer overlaps the previous step.
     """
-    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("batch",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     queue = collections.deque()
     for batch in batches:
-        queue.append(jax.device_put(batch, sharding))
+        queue.append(sharding.to_local_devices(batch))
         if len(queue) > size:
             yield queue.popleft()
     while queue:

@@ -8,7 +8,6 @@ already the default (``configs/default.py``).
 
 from __future__ import annotations
 
-import argparse
 from typing import Optional, Sequence
 
 import numpy as np
@@ -16,7 +15,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vgg_jax.data import sources
-from vgg_jax.errors import UserError
 
 
 def rgb_stats(builder: tfds.core.DatasetBuilder, split: str,
@@ -41,24 +39,30 @@ def rgb_stats(builder: tfds.core.DatasetBuilder, split: str,
     return mean, np.sqrt(np.maximum((total_sq / count).numpy() - mean ** 2, 0.0))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--manual_dir", default=None)
-    parser.add_argument("--max_images", type=int, default=None)
-    args = parser.parse_args(argv)
-    try:
-        builder = sources.get_builder(args.dataset, args.data_dir, args.manual_dir)
-        sources.check_splits(builder, [args.split])
-    except UserError as e:
-        parser.exit(2, f"error: {e}\n")
-    sources.prepare(builder, args.manual_dir)
-    mean, std = rgb_stats(builder, args.split, args.max_images)
+def define_flags() -> None:
+    from absl import flags
+    flags.DEFINE_string("dataset", None, "vgg_shapes, imagefolder:/path or a TFDS name.")
+    flags.DEFINE_string("split", "train", "Split to measure.")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's).")
+    flags.DEFINE_string("manual_dir", None, "Where manually downloaded archives are.")
+    flags.DEFINE_integer("max_images", None, "Measure only the first N images.", lower_bound=1)
+    flags.mark_flags_as_required(["dataset"])
+
+
+def main(argv: Sequence[str]) -> None:
+    """CLI: prints ``--config.mean_rgb=... --config.std_rgb=...`` for a split."""
+    from absl import flags
+    from vgg_jax import cli
+    cli.no_arguments(argv)
+    f = flags.FLAGS
+    builder = sources.get_builder(f.dataset, f.data_dir, f.manual_dir)
+    sources.check_splits(builder, [f.split])
+    sources.prepare(builder, f.manual_dir)
+    mean, std = rgb_stats(builder, f.split, f.max_images)
     print(f"--config.mean_rgb='({mean[0]:.3f}, {mean[1]:.3f}, {mean[2]:.3f})' "
           f"--config.std_rgb='({std[0]:.3f}, {std[1]:.3f}, {std[2]:.3f})'")
 
 
 if __name__ == "__main__":
-    main()
+    from vgg_jax import cli
+    cli.run(main, define_flags)
