@@ -9,6 +9,25 @@ import sys
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_description() -> str:
+    """The CPU model, the matrix/vector extensions it reports, and the cores this process has."""
+    model, isa = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        model = next(ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                     if ln.startswith("model name"))
+        flags = next(ln.split(":", 1)[1].split() for ln in info.splitlines()
+                     if ln.startswith("flags"))
+        isa = [f for f in ISA_FLAGS if f in flags]
+    except (OSError, StopIteration):
+        pass
+    return f"{model} ({', '.join(isa) or 'no AVX2'}), {len(os.sched_getaffinity(0))} cores"
+
+
 def append_row(name: str, title: str, intro: str, columns: list[str], values: list) -> str:
     """Writes ``results/<name>.md`` (title, intro, header) if absent, then one row.
 
@@ -23,7 +42,7 @@ def append_row(name: str, title: str, intro: str, columns: list[str], values: li
                     f"|{'---|' * len(columns)}\n")
     command = " ".join(["python", os.path.relpath(sys.argv[0], os.path.dirname(RESULTS) + "/..")]
                        + [shlex.quote(a) for a in sys.argv[1:]])
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    machine = cpu_description()
     row = f"| {datetime.date.today()} | `{command}` | " + \
         " | ".join(str(v) for v in values) + f" | {machine} |\n"
     with open(path, "a") as f:

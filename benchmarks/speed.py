@@ -35,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
+import results_table  # noqa: E402
 from frameworks import Case  # noqa: E402
 
 FRAMEWORKS = ("vgg_jax", "pytorch", "keras")
@@ -143,12 +144,6 @@ def measure_all(cases, timeout: float) -> tuple[list[dict], dict[str, str]]:
 
 def machine() -> str:
     """CPU model, cores, memory and the framework versions, in one line."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     versions = []
     for name in ("jax", "flax", "torch", "tensorflow", "keras"):
@@ -158,7 +153,7 @@ def machine() -> str:
         except ImportError:
             pass
     flags = os.environ.get("XLA_FLAGS", "")
-    return (f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB; Python "
+    return (f"{results_table.cpu_description()}, {memory:.0f} GiB; Python "
             f"{platform.python_version()}; {', '.join(versions)}"
             + (f"; XLA_FLAGS={flags}" if flags else ""))
 

@@ -4,7 +4,8 @@
 
 Joins the run through ``vgg_jax.distributed`` (the config holds the coordinator), then trains
 (``train_and_evaluate``) or evaluates the workdir's checkpoint, and writes what it ended with
-(final parameters as this process holds them, or the evaluation rows) to OUT_NPZ.
+(final parameters as this process holds them, or the evaluation rows) to OUT_NPZ. Stopped
+by SIGTERM (``Preempted``), it writes the step it stopped at and exits with 75.
 """
 
 import json
@@ -15,17 +16,23 @@ import jax
 import ml_collections
 import numpy as np
 
-from vgg_jax import distributed, evaluate, train
+from vgg_jax import cli, distributed, evaluate, train
+from vgg_jax.errors import PREEMPTED_EXIT_CODE, Preempted
 
 
 def main(mode: str, config_path: str, workdir: str, out: str) -> None:
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
+    cli.setup_logging()  # the log says when training starts (test_distributed waits for it)
     distributed.initialize(config)
     result = {"process_index": jax.process_index(), "process_count": jax.process_count(),
               "devices": jax.device_count()}
     if mode == "train":
-        metrics, state = train.train_and_evaluate(config, workdir, return_state=True)
+        try:
+            metrics, state = train.train_and_evaluate(config, workdir, return_state=True)
+        except Preempted as e:
+            np.savez(out, preempted_step=e.step, **result)
+            sys.exit(PREEMPTED_EXIT_CODE)
         leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(state.params))
         result.update({f"param{jax.tree_util.keystr(p)}": np.asarray(v) for p, v in leaves})
         result.update({f"metric_{k}": v for k, v in metrics.items()})

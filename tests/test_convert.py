@@ -265,3 +265,23 @@ def test_truncated_files_and_existing_output(tmp_path):
         convert.write(*convert.convert("torchvision", "vgg11", good), out)
     assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == before
     assert evaluate.read_record(out).include_top is False
+
+
+def test_every_cut_of_a_pth_file_is_named_truncated(tmp_path):
+    """A .pth cut anywhere (a download stopped early) says so; a non-torch file says that."""
+    state = {"features.0.weight": np.ones((4, 3, 3, 3), np.float32),
+             "features.0.bias": np.zeros(4, np.float32)}
+    for legacy in (False, True):
+        whole = tmp_path / f"whole_{legacy}.pth"
+        write_pth(str(whole), state, legacy=legacy)
+        data = whole.read_bytes()
+        cut = tmp_path / "cut.pth"
+        for end in range(1, len(data), 37):
+            cut.write_bytes(data[:end])
+            with pytest.raises(UserError, match=r"is truncated") as info:
+                weight_files.read(str(cut))
+            assert "\n" not in str(info.value)
+    png = tmp_path / "photo.pth"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(UserError, match="is not a PyTorch weight file"):
+        weight_files.read(str(png))

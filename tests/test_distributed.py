@@ -1,11 +1,14 @@
 """Multi-process runs over jax.distributed on 127.0.0.1: 2 processes x 2 CPU devices against
 1 process x 4 devices, for training and for the evaluation protocols."""
 
+import glob
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import ml_collections
 import numpy as np
@@ -18,8 +21,8 @@ from vgg_jax.errors import UserError
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def launch(mode: str, config, workdir: str, processes: int, devices: int, tmp) -> list[dict]:
-    """Runs ``distributed_worker.py`` as ``processes`` processes; returns what each wrote."""
+def start(mode: str, config, workdir: str, processes: int, devices: int, tmp):
+    """Starts ``distributed_worker.py`` as ``processes`` processes; (processes, out files)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -38,6 +41,12 @@ def launch(mode: str, config, workdir: str, processes: int, devices: int, tmp) -
             [sys.executable, os.path.join(HERE, "distributed_worker.py"), mode, str(path),
              workdir, outs[-1]], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True))
+    return procs, outs
+
+
+def launch(mode: str, config, workdir: str, processes: int, devices: int, tmp) -> list[dict]:
+    """Runs ``distributed_worker.py`` as ``processes`` processes; returns what each wrote."""
+    procs, outs = start(mode, config, workdir, processes, devices, tmp)
     errors = [p.communicate(timeout=400)[1] for p in procs]
     for p, err in zip(procs, errors):
         assert p.returncode == 0, err[-3000:]
@@ -111,3 +120,35 @@ def test_cluster_arguments_come_from_config_then_environment():
     config.process_id = 2
     with pytest.raises(UserError, match="process_id"):
         distributed.cluster_args(config, {})
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoint(runs):
+    """JAX's preemption sync: the signalled process and the other agree on the step."""
+    c, tmp, _, _ = runs
+    c = c.copy_and_resolve_references()
+    c.update(num_train_steps=20_000, log_every_steps=20, eval_every_steps=20_000,
+             checkpoint_every_steps=20_000, dropout_rate=0.0)
+    workdir = tmp / "preempted"
+    procs, outs = start("train", c, str(workdir), 2, 2, tmp)
+    started = threading.Event()
+    tails = [[], []]
+
+    def read(i):  # the first training log line (step 20); keep the tail for failures
+        for line in procs[i].stderr:
+            tails[i] = (tails[i] + [line])[-40:]
+            if "train_loss=" in line:
+                started.set()
+
+    readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(2)]
+    for r in readers:
+        r.start()
+    assert started.wait(300), "".join(tails[0] + tails[1])
+    procs[1].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=300) for p in procs]
+    for r in readers:
+        r.join(timeout=10)
+    assert codes == [75, 75], "".join(tails[0] + tails[1])
+    stopped = [int(np.load(o)["preempted_step"]) for o in outs]
+    assert stopped[0] == stopped[1] and 20 <= stopped[0] < 20_000
+    assert sorted(os.listdir(workdir / "checkpoints")) == [str(stopped[0])]
+    assert not glob.glob(str(workdir / "checkpoints" / "*.orbax-checkpoint-tmp*"))

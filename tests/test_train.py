@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -217,3 +218,95 @@ def test_cli_bad_input_one_line(tmp_path):
                "--config.no_such_field=1")
     assert res.returncode != 0 and "no_such_field" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "w").exists()
+
+
+def test_config_is_never_written(tiny_config, tmp_path):
+    """Training, resuming and init_from leave the config as it was; the adopted
+    preprocessing goes to the checkpoint's record."""
+    tiny_config.num_train_steps = 3
+    tiny_config.arch = "A"  # an alias stays an alias in the config
+    before = tiny_config.to_dict()
+    source = str(tmp_path / "source")
+    train.train_and_evaluate(tiny_config, source)
+    assert tiny_config.to_dict() == before
+    assert json.load(open(os.path.join(source, "config.json")))["arch"] == "A"
+    tuned = tiny_config.copy_and_resolve_references()
+    tuned.init_from, tuned.std_rgb = source, (1.0, 1.0, 1.0)
+    tuned_before = tuned.to_dict()
+    train.train_and_evaluate(tuned, str(tmp_path / "tuned"))
+    train.train_and_evaluate(tuned, str(tmp_path / "tuned"))  # resumes a finished run
+    assert tuned.to_dict() == tuned_before
+    record = checkpoints.open_read_only(str(tmp_path / "tuned")).record()
+    assert record.std_rgb == tuple(tiny_config.std_rgb) and record.arch == "vgg11"
+
+
+def test_quiet_steps_copy_nothing_from_the_devices(tiny_config, tmp_path, monkeypatch):
+    """Steps that neither log, evaluate nor save copy nothing to the host.
+
+    The loop runs such steps under ``jax.transfer_guard_device_to_host(QUIET_STEP_TRANSFERS)``;
+    JAX's CPU backend does not guard device-to-host copies, so the test counts them where
+    every copy to NumPy (``device_get``, ``float()``) reads a device array's value.
+    """
+    import contextlib
+
+    import jax
+    import jax.numpy as jnp
+    from jax._src.array import ArrayImpl
+    from vgg_jax import preemption
+
+    seen = {"quiet": False, "quiet_steps": 0, "copies": 0}
+    real_guard, real_value = jax.transfer_guard_device_to_host, ArrayImpl._value
+
+    @contextlib.contextmanager
+    def guard(level):
+        quiet = level != "allow"
+        seen["quiet"], seen["quiet_steps"] = quiet, seen["quiet_steps"] + quiet
+        with real_guard(level):
+            yield
+        seen["quiet"] = False
+
+    def value(self):
+        seen["copies"] += seen["quiet"]
+        return real_value.fget(self)
+
+    monkeypatch.setattr(train, "QUIET_STEP_TRANSFERS", "disallow")
+    monkeypatch.setattr(jax, "transfer_guard_device_to_host", guard)
+    monkeypatch.setattr(ArrayImpl, "_value", property(value))
+    tiny_config.num_train_steps = 12
+    tiny_config.log_every_steps = 6
+    tiny_config.eval_every_steps = tiny_config.checkpoint_every_steps = 12
+    metrics = train.train_and_evaluate(tiny_config, str(tmp_path / "quiet"))
+    assert metrics["step"] == 12
+    assert (seen["quiet_steps"], seen["copies"]) == (10, 0)  # steps 1-5 and 7-11
+    original = preemption.Watcher.stop_requested
+
+    def gathering(self, step):  # what the per-step collective of the old Watcher did
+        jax.device_get(jnp.ones(()) * step)
+        return original(self, step)
+
+    monkeypatch.setattr(preemption.Watcher, "stop_requested", gathering)
+    seen["quiet_steps"] = 0
+    train.train_and_evaluate(tiny_config, str(tmp_path / "gathering"))
+    assert (seen["quiet_steps"], seen["copies"]) == (10, 10)
+
+
+def test_run_returns_promptly_after_its_last_checkpoint(image_folder, tmp_path):
+    """A hang test (not a speed test): no tf.data work is left to wait for at the end, even
+    with an uncached data set and a shuffle buffer larger than it."""
+    workdir = tmp_path / "prompt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vgg_jax.main", "--config=configs/quickstart.py",
+         f"--workdir={workdir}", f"--config.dataset=imagefolder:{image_folder}",
+         f"--config.data_dir={tmp_path / 'tfds'}", "--config.eval_split=test",
+         "--config.num_classes=3", "--config.width=0.0625", "--config.fc_width=16",
+         "--config.batch_size=8", "--config.num_train_steps=20", "--config.cache=False",
+         "--config.shuffle_buffer=16384", "--config.eval_every_steps=20"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last_eval = None
+    for line in proc.stderr:
+        if "eval_count=" in line:
+            last_eval = time.time()
+    proc.wait(timeout=600)
+    ended = time.time()
+    assert proc.returncode == 0 and last_eval is not None
+    assert ended - last_eval < 10, f"{ended - last_eval:.1f} s from the last evaluation to exit"

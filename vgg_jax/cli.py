@@ -39,6 +39,11 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     """absl's flag parsing, with a bad flag or ``--config.x=`` override reported in one line."""
     try:
         return flags.FLAGS(argv)
+    except SystemExit:  # absl's --help/--helpshort/--helpfull print the flags, then exit 1
+        if any(a.split("=")[0] in ("-h", "-?", "--help", "--helpshort", "--helpfull")
+               for a in argv[1:]):
+            sys.exit(0)
+        raise
     except flags.Error as e:
         fail(str(e))
     except (AttributeError, KeyError) as e:

@@ -33,7 +33,8 @@ class Field:
 
     Numbers lie within ``low``/``high`` (exclusive where ``*_open``); strings and numbers may
     be limited to ``choices``; tuples have ``length`` items (0: any), each checked by
-    ``item``; ``optional`` allows None; ``rule`` is a further check returning a problem.
+    ``item``; ``optional`` allows None; ``rule`` is a further check returning a problem;
+    ``note`` says why, after the allowed values.
     """
 
     kind: type
@@ -46,6 +47,7 @@ class Field:
     item: Optional["Field"] = None
     optional: bool = False
     rule: Optional[Callable[[Any], Optional[str]]] = None
+    note: str = ""
 
     def allowed(self) -> str:
         """What the field accepts, in words."""
@@ -63,7 +65,8 @@ class Field:
             noun += f" {'>' if self.low_open else '>='} {_num(self.low)}"
         elif self.high is not None:
             noun += f" {'<' if self.high_open else '<='} {_num(self.high)}"
-        return noun + (" (or None)" if self.optional else "")
+        return noun + (" (or None)" if self.optional else "") + \
+            (f" ({self.note})" if self.note else "")
 
     def problem(self, value: Any) -> Optional[str]:
         """None if ``value`` is allowed, else what is wrong with it."""
@@ -121,7 +124,7 @@ def Choice(*choices) -> Field:  # noqa: N802
 BOOL = Field(bool)
 STRING = Field(str)
 NONEMPTY = Field(str, rule=lambda v: None if v.strip() else "must not be empty")
-SIDE = Int(32)  # five 2x2 poolings need at least 32 pixels
+SIDE = Int(32, note="images of height and width >= 32 pass five 2x2 poolings")
 
 
 def _regex(value: str) -> Optional[str]:

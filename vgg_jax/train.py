@@ -4,7 +4,8 @@ The loop only dispatches on steps that neither log, evaluate nor save: nothing i
 from the devices and nothing waits for them (preemption is agreed on without a collective,
 see ``vgg_jax.preemption``), so the host runs ahead and the devices never idle between
 steps. ``QUIET_STEP_TRANSFERS`` is the ``jax.transfer_guard_device_to_host`` level on those
-steps: "allow" in production, "disallow_explicit" in the tests that check the claim.
+steps: "allow" by default; "disallow" makes any copy there an error on GPU and TPU (JAX's
+CPU backend does not guard device-to-host copies; the tests count them instead).
 """
 
 from __future__ import annotations

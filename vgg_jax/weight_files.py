@@ -181,7 +181,6 @@ def read_torch(path: str) -> dict[str, np.ndarray]:
         if len(head) < 4:
             raise UserError(f"{path} is truncated or empty ({len(head)} bytes).")
         if zipfile.is_zipfile(f):
-            f.seek(0)
             load = _load_zip
         elif head == _ZIP_MAGIC:  # a zip whose end (the central directory) is missing
             raise UserError(f"{path} is truncated: it starts as a torch.save zip but its end "
@@ -191,9 +190,13 @@ def read_torch(path: str) -> dict[str, np.ndarray]:
         else:
             raise UserError(f"{path} is not a PyTorch weight file (neither a torch.save zip "
                             f"nor the legacy format); convert a .pth, .safetensors or .h5.")
+        f.seek(0)
         try:
             tree = load(f)
         except Refused as e:
+            if load is _load_legacy and f.tell() >= os.path.getsize(path):
+                # A cut inside a pickled name reads as a request for another global.
+                raise UserError(f"{path} is truncated (it ends inside its pickle).") from None
             raise UserError(f"{path}: {e}; not loading it.") from None
         except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, ValueError,
                 struct.error, IndexError, TypeError) as e:
