@@ -13,7 +13,11 @@ from vgg_jax import conv, models
 @pytest.mark.parametrize("hw,cin,kernel,algorithm", [
     ((2, 2), 8, 3, "im2col"), ((1, 1), 8, 3, "im2col"), ((2, 1), 8, 3, "im2col"),
     ((2, 2), 8, 1, "im2col"), ((4, 4), 8, 3, "xla"), ((28, 28), 256, 3, "winograd"),
-    ((56, 30), 256, 3, "winograd"), ((7, 5), 8, 3, "winograd"), ((29, 29), 256, 1, "xla")])
+    ((56, 30), 256, 3, "winograd"), ((7, 5), 8, 3, "winograd"), ((29, 29), 256, 1, "xla"),
+    # The large-kernel twins: 5x5 and 7x7 kernels, cut where the map is smaller than them.
+    ((2, 2), 8, 5, "im2col"), ((1, 1), 8, 7, "im2col"), ((2, 1), 8, 7, "im2col"),
+    ((3, 3), 8, 7, "xla"), ((4, 4), 8, 7, "xla"), ((28, 28), 256, 5, "xla"),
+    ((14, 14), 64, 7, "xla")])
 def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
     """im2col (tiny maps: XLA:CPU is ~80x slower there) and Winograd F(2x2, 3x3) (blocks 3-4
     on CPU) give XLA's values and gradients; ``choose`` routes shapes as documented."""
@@ -23,7 +27,8 @@ def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
         assert conv.choose(x.shape, w.shape, backend="cpu") == algorithm
     assert conv.choose(x.shape, w.shape, backend="gpu") in ("im2col", "xla")
 
-    reference = functools.partial(conv.convolve, algorithm="xla")
+    reference = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
+                                  padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     ours = functools.partial(conv.convolve, algorithm=algorithm)
     np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5, atol=2e-5)
     loss = lambda f: lambda x, w: (f(x, w) ** 2).sum()  # noqa: E731
@@ -59,3 +64,17 @@ def test_inference_with_winograd_matches_direct_convolution(monkeypatch):
     assert not np.array_equal(with_winograd, direct)  # the two routes really differ
     np.testing.assert_allclose(with_winograd, direct, rtol=1e-4,
                                atol=1e-5 * float(jnp.abs(direct).max()))
+
+
+def test_large_kernels_are_cut_to_what_the_map_reaches():
+    """A 7x7 kernel on a 2x2 map only ever meets pixels with its centre 3x3; on 3x3 maps
+    with its centre 5x5; from 4x4 on, with all of it. Nothing 3x3-specific (Winograd) is
+    applied to 5x5 and 7x7 kernels."""
+    w = jnp.arange(7 * 7, dtype=jnp.float32).reshape(7, 7, 1, 1)
+    assert conv.effective_kernel(w, 2, 2).shape[:2] == (3, 3)
+    np.testing.assert_array_equal(conv.effective_kernel(w, 2, 2), w[2:5, 2:5])
+    assert conv.effective_kernel(w, 3, 1).shape[:2] == (5, 1)
+    assert conv.effective_kernel(w, 4, 9) is w
+    for k in (5, 7):
+        for side in (14, 28, 56):
+            assert conv.choose((8, side, side, 512), (k, k, 512, 512), backend="cpu") == "xla"

@@ -285,3 +285,11 @@ def test_every_cut_of_a_pth_file_is_named_truncated(tmp_path):
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(UserError, match="is not a PyTorch weight file"):
         weight_files.read(str(png))
+
+
+def test_no_released_weights_for_the_large_kernel_twins(tmp_path):
+    good = str(tmp_path / "vgg13.pth")
+    write_pth(good, torchvision_state_dict("vgg13", np.random.default_rng(0)))
+    for arch in ("vgg13_5x5", "D-7x7"):
+        with pytest.raises(UserError, match="No released weights exist for vgg1"):
+            convert.convert("torchvision", arch, good)

@@ -18,6 +18,18 @@ PARAMS = {  # Table 2 exact counts, 1000 classes at 224x224 (../shared/reference
 }
 MACS = {"A": 7_609_090_048, "B": 11_308_466_176, "C": 11_770_888_192, "D": 15_470_264_320,
         "E": 19_632_062_464}
+# The large-kernel twins of B and D (issue text; B-5x5 and D-7x7 by hand: each stack of
+# 3x3 convolutions one k x k, k = 5 for a pair, 7 for three), the ReLU control (a 1x1
+# convolution + ReLU after each 5x5: + sum of c^2 + c weights and c^2 * side^2 MACs) and
+# their BatchNorm variants (+ 2 c per convolution).
+TWINS = {  # name: (parameters, MACs, convolutions with a ReLU)
+    "vgg13_5x5": (134_503_528, 9_356_017_664, 5),
+    "vgg13_5x5_bn": (134_506_472, 9_356_017_664, 5),
+    "vgg13_5x5_relu": (135_115_304, 10_229_481_472, 10),
+    "vgg13_5x5_relu_bn": (135_121_192, 10_229_481_472, 10),
+    "vgg16_7x7": (144_727_144, 15_521_644_544, 5),
+    "vgg16_7x7_bn": (144_730_088, 15_521_644_544, 5),
+}
 
 
 @pytest.mark.parametrize("arch", list(PARAMS))
@@ -192,3 +204,58 @@ def test_bad_inputs_give_clear_errors():
                          capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
     assert "valid names" in res.stderr
+
+
+@pytest.mark.parametrize("arch", list(TWINS))
+def test_large_kernel_twins_counts(arch):
+    params, macs, relus = TWINS[arch]
+    rows = models.summary(models.create_model(arch), 224)
+    assert sum(r["params"] for r in rows) == params
+    assert sum(r["macs"] for r in rows) == macs
+    assert len([r for r in rows if r["name"].startswith("conv")]) == relus
+    assert models.count_params(
+        models.abstract_variables(models.create_model(arch), 224)["params"]) == params
+
+
+def test_large_kernel_twins_layers_and_letters():
+    assert models.canonical_name("B-5x5") == "vgg13_5x5"
+    assert models.canonical_name("d-7x7") == "vgg16_7x7"
+    assert models.canonical_name("B-5x5-ReLU") == "vgg13_5x5_relu"
+    params = models.abstract_variables(models.create_model("D-7x7"), 224)["params"]
+    assert [params[f"conv{b}_1"]["kernel"].shape[:2] for b in range(1, 6)] == \
+        [(5, 5), (5, 5), (7, 7), (7, 7), (7, 7)]
+    assert models.layer_names("B-5x5") == [f"conv{b}_1" for b in range(1, 6)]
+    control = models.abstract_variables(models.create_model("vgg13_5x5_relu"), 224)["params"]
+    assert control["conv3_1"]["kernel"].shape == (5, 5, 128, 256)
+    assert control["conv3_2"]["kernel"].shape == (1, 1, 256, 256)
+    assert "vgg13_5x5" not in models.TABLE1 and "vgg16_bn" in models.TABLE1
+
+
+@pytest.mark.parametrize("arch", ["vgg13_5x5", "vgg13_5x5_relu_bn", "vgg16_7x7"])
+def test_large_kernel_twins_dense_equals_classifier(arch):
+    model = _tiny(arch)
+    x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+    variables = model.init(jax.random.key(0), x)
+    np.testing.assert_allclose(model.apply(variables, x, dense=True), model.apply(variables, x),
+                               rtol=1e-5, atol=1e-5)
+    score_map = model.apply(variables, jnp.ones((1, 128, 128, 3)), dense=True, return_map=True)
+    assert score_map.shape == (1, 3, 3, 7)
+
+
+def test_receptive_fields_geometric_and_effective():
+    from vgg_jax import receptive
+    assert receptive.fields("vgg16")["pool5"] == 212
+    assert receptive.fields("vgg16")["conv3_3"] == 40
+    b, b5 = receptive.block_table("B"), receptive.block_table("B-5x5")
+    assert [r["field"] for r in b] == [r["field"] for r in b5] == [5, 14, 32, 68, 140]
+    assert [r["relus"] for r in b] == [2] * 5 and [r["relus"] for r in b5] == [1] * 5
+    assert sum(r["params"] for r in b5) == 134_503_528 - 123_642_856  # all but fc6-fc8
+    model = _tiny("vgg13_5x5", include_top=False)
+    images = jax.random.uniform(jax.random.key(0), (3, 64, 64, 3))
+    variables = model.init(jax.random.key(1), images[:1])
+    erf = receptive.effective_field(model, variables, images, "conv2_1")
+    assert erf.shape == (64, 64) and abs(erf.sum() - 1) < 1e-6
+    field = receptive.fields("vgg13_5x5")["conv2_1"]  # 14: nothing outside it
+    rows = np.nonzero(erf.sum(1))[0]
+    assert rows.max() - rows.min() + 1 <= field
+    assert 0 < receptive.spread(erf) < field

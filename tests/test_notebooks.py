@@ -44,6 +44,12 @@ def test_architecture_notebook(tmp_path):
     assert numbers["vgg16_fc_params"] == 123_642_856
     assert [numbers[f"rf_{n}x3x3"] for n in (1, 2, 3)] == [3, 5, 7]
     assert numbers["rf_vgg16"]["pool5"] == 212
+    twins = numbers["twins"]  # the large-kernel twins, computed from the models
+    assert (twins["B-5x5"]["params"], twins["B-5x5"]["macs"]) == (134_503_528, 9_356_017_664)
+    assert (twins["D-7x7"]["params"], twins["D-7x7"]["macs"]) == (144_727_144, 15_521_644_544)
+    assert twins["B"]["conv_relus"] == twins["B-5x5+1x1"]["conv_relus"] == 10
+    assert twins["B-5x5"]["conv_relus"] == twins["D-7x7"]["conv_relus"] == 5
+    assert all(0 < s < 32 for s in numbers["erf_spread_init"].values())
 
 
 def test_train_notebook(tmp_path):

@@ -310,3 +310,14 @@ def test_run_returns_promptly_after_its_last_checkpoint(image_folder, tmp_path):
     ended = time.time()
     assert proc.returncode == 0 and last_eval is not None
     assert ended - last_eval < 10, f"{ended - last_eval:.1f} s from the last evaluation to exit"
+
+
+@pytest.mark.parametrize("arch", ["vgg13_5x5", "vgg13_5x5_relu", "vgg16_7x7_bn"])
+def test_large_kernel_twins_train(arch, tiny_config, tmp_path):
+    tiny_config.arch = arch
+    tiny_config.num_train_steps = tiny_config.eval_every_steps = 3
+    metrics = train.train_and_evaluate(tiny_config, str(tmp_path / arch))
+    assert metrics["step"] == 3 and np.isfinite(metrics["eval_loss"])
+    loss = scalars(str(tmp_path / arch), "train_loss")
+    assert sorted(loss) == [1, 2, 3] and all(np.isfinite(v) for v in loss.values())
+    assert checkpoints.open_read_only(str(tmp_path / arch)).record().arch == arch

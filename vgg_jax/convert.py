@@ -160,6 +160,10 @@ def convert(source: str, arch: str, path: str) -> tuple[dict, ModelRecord]:
         arch = models.canonical_name(arch)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if arch not in models.TABLE1:
+        raise UserError(f"No released weights exist for {arch}: it is one of vgg_jax's "
+                        f"large-kernel twins of the Table 1 nets; train it with "
+                        f"python -m vgg_jax.main --config.arch={arch}.")
     spec = models.get_spec(arch)
     if source == "keras" and (spec.batch_norm or spec.lrn):
         raise UserError(f"Keras ships no {arch}; convert vgg16 or vgg19 from Keras.")
@@ -181,7 +185,7 @@ def convert(source: str, arch: str, path: str) -> tuple[dict, ModelRecord]:
     try:
         plan = check(arch)
     except UserError as e:
-        for other in models.SPECS:
+        for other in models.TABLE1:
             try:
                 check(other)
             except (UserError, ValueError):

@@ -36,8 +36,8 @@ class Spec:
     letter: str = ""
 
 
-def _block(channels: int, n3: int, n1: int = 0) -> tuple[tuple[int, int], ...]:
-    return ((channels, 3),) * n3 + ((channels, 1),) * n1
+def _block(channels: int, n3: int, n1: int = 0, kernel: int = 3) -> tuple[tuple[int, int], ...]:
+    return ((channels, kernel),) * n3 + ((channels, 1),) * n1
 
 
 _A = (_block(64, 1), _block(128, 1), _block(256, 2), _block(512, 2), _block(512, 2))
@@ -45,6 +45,13 @@ _B = (_block(64, 2), _block(128, 2), _block(256, 2), _block(512, 2), _block(512,
 _C = (_block(64, 2), _block(128, 2), _block(256, 2, 1), _block(512, 2, 1), _block(512, 2, 1))
 _D = (_block(64, 2), _block(128, 2), _block(256, 3), _block(512, 3), _block(512, 3))
 _E = (_block(64, 2), _block(128, 2), _block(256, 4), _block(512, 4), _block(512, 4))
+# Section 2.3's claim tested (section 4.1): each stack of 3x3 convolutions replaced by one
+# convolution of the same receptive field, 5x5 for a pair and 7x7 for three.
+_B5 = tuple(_block(c, 1, kernel=5) for c in (64, 128, 256, 512, 512))
+_D7 = tuple(_block(c, 1, kernel=k) for c, k in ((64, 5), (128, 5), (256, 7), (512, 7), (512, 7)))
+# The control: B-5x5 with a 1x1 convolution + ReLU after each 5x5, so that it has B's
+# number of non-linearities (and nearly B-5x5's weights).
+_B5R = tuple(_block(c, 1, 1, kernel=5) for c in (64, 128, 256, 512, 512))
 
 SPECS: dict[str, Spec] = {
     "vgg11": Spec(_A, letter="A"),
@@ -57,16 +64,27 @@ SPECS: dict[str, Spec] = {
     "vgg13_bn": Spec(_B, batch_norm=True),
     "vgg16_bn": Spec(_D, batch_norm=True),
     "vgg19_bn": Spec(_E, batch_norm=True),
+    "vgg13_5x5": Spec(_B5, letter="B-5x5"),
+    "vgg13_5x5_bn": Spec(_B5, batch_norm=True),
+    "vgg13_5x5_relu": Spec(_B5R, letter="B-5x5-ReLU"),
+    "vgg13_5x5_relu_bn": Spec(_B5R, batch_norm=True),
+    "vgg16_7x7": Spec(_D7, letter="D-7x7"),
+    "vgg16_7x7_bn": Spec(_D7, batch_norm=True),
 }
 ALIASES = {spec.letter: name for name, spec in SPECS.items() if spec.letter}
+_ALIASES_UPPER = {letter.upper(): name for letter, name in ALIASES.items()}
+# The nets of the paper's Table 1 (and their BatchNorm variants), which released weights
+# exist for; the large-kernel twins are this codebase's.
+TABLE1 = ("vgg11", "vgg11_lrn", "vgg13", "vgg16_conv1", "vgg16", "vgg19",
+          "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn")
 
 
 def canonical_name(arch: str) -> str:
-    """Maps an architecture name or Table 1 letter (``"D"``, ``"A-LRN"``) to its name."""
+    """Maps an architecture name or letter (``"D"``, ``"A-LRN"``, ``"B-5x5"``) to its name."""
     if arch in SPECS:
         return arch
-    if arch.upper() in ALIASES:
-        return ALIASES[arch.upper()]
+    if arch.upper() in _ALIASES_UPPER:
+        return _ALIASES_UPPER[arch.upper()]
     valid = ", ".join(list(SPECS) + list(ALIASES))
     raise ValueError(f"Unknown architecture {arch!r}; valid names: {valid}.")
 
@@ -362,7 +380,7 @@ def format_summary(rows: list[dict], title: str = "") -> str:
 def define_flags() -> None:
     from absl import flags
     flags.DEFINE_string("arch", "vgg16", f"One of {', '.join(SPECS)} or a letter A..E.")
-    flags.register_validator("arch", lambda a: a in SPECS or a.upper() in ALIASES,
+    flags.register_validator("arch", lambda a: a in SPECS or a.upper() in _ALIASES_UPPER,
                              message=f"--arch must be one of the valid names {', '.join(SPECS)} "
                                      f"or a letter A..E.")
     flags.DEFINE_integer("image_size", 224, "Input side in pixels.", lower_bound=32)
