@@ -54,6 +54,17 @@ def test_resume_rebuilds_the_same_batches(image_folder, tmp_path):
         tf.random.set_seed(None)
     assert straight[0]["images"].shape == (2, 8, 32, 32, 3)
     assert straight[0]["images"].dtype == np.uint8 and straight[0]["shift"].shape == (2, 8, 3)
+    # A stream for the rest of a run ends with it, batch for batch the endless one; a closed
+    # stream yields nothing more.
+    with pipeline.train_batches(builder, "train", start_step=2, num_steps=4, **kw)[1] as part:
+        rest = list(part)
+    assert len(rest) == 4
+    for want, got in zip(straight[2:6], rest):
+        np.testing.assert_array_equal(want["images"], got["images"])
+    _, closing = pipeline.train_batches(builder, "train", **kw)
+    next(closing)
+    closing.close()
+    assert list(closing) == []
 
 
 def test_augment_crop_and_eval(tmp_path):

@@ -149,8 +149,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
         shards = [_shard_batches(builder, process_split(split, shard, num_shards), shard,
                                  sub_batch=sub_batch, steps_per_epoch=steps_per_epoch,
                                  start_epoch=start_epoch, end_epoch=end_epoch, skip=skip,
-                                 crop=crop,
-                                 scale_min=scale_min, scale_max=scale_max, seed=seed,
+                                 crop=crop, scale_min=scale_min, scale_max=scale_max, seed=seed,
                                  shuffle_buffer=shuffle_buffer or largest_shard, cache=cache,
                                  crop_mode=crop_mode, pca_std=pca_std)
                   for shard in range(process_index * per_process,
