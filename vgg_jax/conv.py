@@ -2,8 +2,10 @@
 
 ``conv_same`` is the ``conv_general_dilated`` that ``models.VGG`` hands to ``nn.Conv``. It
 picks, per layer shape (``algorithm``):
-- tiny maps (2x2 or smaller) as one matrix product over the gathered taps (im2col): XLA:CPU
-  convolves them ~80x below its peak (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s);
+- tiny maps (2x2 or smaller; 4x4 or smaller under 5x5 and 7x7 kernels) as one matrix
+  product over the gathered taps (im2col): XLA:CPU convolves them ~80x below its peak
+  (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s; a 5x5 and a 7x7 kernel on 4x4 maps,
+  forward and backward, 7-10x slower than im2col);
 - for inference on CPU, 3x3 layers with 28..56-pixel maps and >= 256 input channels (VGG's
   blocks 3 and 4 at 224) by Winograd F(2x2, 3x3) (Lavin & Gray, 2016), which needs 2.25x
   fewer multiplications. Not on larger maps, where its 4x larger transformed input costs
@@ -28,6 +30,7 @@ import numpy as np
 Array = Any
 
 SMALL_MAP = 2  # maps this small (or smaller) are convolved as one matrix product
+LARGE_KERNEL_MAP = 4  # ... and so are maps this small under kernels larger than 3x3
 WINOGRAD_MAPS = (28, 56)  # smallest and largest map side that Winograd takes on CPU
 WINOGRAD_MIN_CHANNELS = 256
 ALGORITHMS = ("auto", "xla", "im2col", "winograd")
@@ -43,7 +46,7 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
            dtype=jnp.float32) -> str:
     """The algorithm ``conv_same`` uses for an NHWC input and HWIO kernel of these shapes."""
     _, h, w, c = x_shape
-    if min(h, w) <= SMALL_MAP:
+    if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
         return "im2col"
     low, high = WINOGRAD_MAPS
     if (tuple(kernel_shape[:2]) == (3, 3) and low <= min(h, w) and max(h, w) <= high
