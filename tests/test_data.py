@@ -65,6 +65,10 @@ def test_resume_rebuilds_the_same_batches(image_folder, tmp_path):
     next(closing)
     closing.close()
     assert list(closing) == []
+    _, left = pipeline.train_batches(builder, "train", **kw)
+    next(left)
+    left.abandon()  # what an error mid-run does: no waiting for the work in flight
+    assert list(left) == [] and pipeline.abandoned()
 
 
 def test_augment_crop_and_eval(tmp_path):

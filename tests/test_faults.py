@@ -61,9 +61,12 @@ def test_sigterm_then_sigkill_then_finish_equals_an_uninterrupted_run(long_confi
     proc = start(config_file, workdir)
     wait_for_checkpoint(workdir, proc)
     time.sleep(random.uniform(0.0, 1.0))
+    signalled = time.time()
     proc.send_signal(signal.SIGTERM)  # finish the step, checkpoint it, exit 75
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == PREEMPTED_EXIT_CODE, err[-2000:]
+    # A hang test: the stream is abandoned, not torn down (which waited 30 s once).
+    assert time.time() - signalled < 30, f"{time.time() - signalled:.0f} s to stop"
     stopped = checkpoints.Checkpoints(ckpts, read_only=True).latest_step()
     assert f"checkpoint of step {stopped} written" in err and 10 <= stopped < 150
     proc = start(config_file, workdir)  # resumes exactly there, then dies without warning

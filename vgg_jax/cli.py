@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging as pylogging
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -32,7 +33,26 @@ def fail(*problems: str) -> None:
     """Prints one ``error:`` line per problem and exits with status 2."""
     for problem in problems:
         print(f"error: {' '.join(str(problem).split())}", file=sys.stderr)
-    sys.exit(USAGE_EXIT_CODE)
+    leave(USAGE_EXIT_CODE)
+
+
+def leave(code: int) -> None:
+    """Exits with ``code``; at once if training left a data stream mid-flight.
+
+    Destroying a tf.data iterator mid-stream waits for its work in flight (30 s after a
+    preemption, measured), which would outlast a scheduler's grace period. The checkpoint
+    and logs are on disk by then, so such a process flushes, leaves the JAX cluster and
+    ends without Python's teardown.
+    """
+    pipeline = sys.modules.get("vgg_jax.data.pipeline")
+    if pipeline is None or not pipeline.abandoned():
+        sys.exit(code)
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    import jax
+    jax.distributed.shutdown()  # a no-op for a single process
+    os._exit(code)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -71,7 +91,7 @@ def exit_codes():
         fail(*getattr(e, "problems", [str(e)]))
     except Preempted as e:
         print(str(e), file=sys.stderr)
-        sys.exit(PREEMPTED_EXIT_CODE)
+        leave(PREEMPTED_EXIT_CODE)
 
 
 def no_arguments(argv: Sequence[str]) -> None:

@@ -164,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         crop_mode=config.train_crop, pca_std=config.pca_std, num_shards=config.data_shards,
         **data_kw)
     history, eval_metrics, t0 = [], {}, time.time()
-    with stream, preemption.Watcher() as watcher:
+    with stream, preemption.Watcher() as watcher:  # an error abandons the stream
         batches = pipeline.prefetch_to_device(stream)
         for step in range(start_step + 1, total_steps + 1):
             evaluated = step % eval_every == 0 or step == total_steps
