@@ -45,7 +45,12 @@ def _with_options(ds: tf.data.Dataset) -> tf.data.Dataset:
     # The CPUs this process may use, not the host's: a container's 2 cores on a 200-core host.
     options.threading.private_threadpool_size = len(os.sched_getaffinity(0)) or 1
     options.threading.max_intra_op_parallelism = 1  # parallelism across images, not within
-    options.autotune.enabled = True
+    # No autotuning model thread: destroying an iterator waits for that thread to wake from
+    # its sleep between optimisation rounds, which held the end of runs for 14-60 s (seen
+    # with gdb: the main thread in ~RootDataset::Iterator, the model thread in
+    # Model::OptimizeLoop). Maps then run on every thread of the pool, and prefetch buffers
+    # still size themselves (their own autotuner), at the same images/s on vgg_shapes.
+    options.autotune.enabled = False
     return ds.with_options(options)
 
 
