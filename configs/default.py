@@ -52,6 +52,24 @@ def get_config() -> ml_collections.ConfigDict:
     c.plateau_max_reductions = 3
     c.num_epochs = 74.0
     c.num_train_steps = 0      # > 0 overrides num_epochs
+    # Recipes beyond the paper (README, "Training recipes"); all off by default.
+    c.optimizer = "sgd"        # sgd (momentum, nesterov, L2 decay) | adamw | lars
+    c.weight_decay_on = "kernels"  # kernels (conv/fc weights: not biases or BatchNorm) | all
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.999
+    c.lars_trust_coefficient = 0.001
+    c.grad_clip_norm = 0.0     # > 0: clip the gradients' global norm
+    c.grad_accum_steps = 1     # the batch as k micro-batches (same update, 1/k the memory)
+    c.label_smoothing = 0.0
+    c.mixup_alpha = 0.0        # > 0: mixup with lam ~ Beta(alpha, alpha)
+    c.cutmix_alpha = 0.0       # > 0: CutMix with lam ~ Beta(alpha, alpha)
+    c.mix_prob = 1.0           # probability that a batch is mixed
+    c.mix_switch_prob = 0.5    # CutMix rather than mixup when both are on
+    c.randaugment_ops = 0      # RandAugment's N (0: off), in the training input pipeline
+    c.randaugment_magnitude = 9  # RandAugment's M, out of 10
+    c.ema_decay = 0.0          # > 0: keep (and evaluate) a moving average of the weights
+    c.init_from_ema = True     # init_from takes a checkpoint's EMA weights when it has them
+    c.profile_steps = ""       # "START:END": trace those steps into workdir (TensorBoard)
     # Evaluation, logging, checkpoints (in epochs, or in steps where *_steps > 0).
     c.eval_every_epochs = 1.0
     c.eval_every_steps = 0

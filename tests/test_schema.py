@@ -32,6 +32,12 @@ BAD_VALUES = {
     "checkpoint_every_steps": [-1], "keep_checkpoints": [0, -1], "seed": [-1],
     "freeze": ["conv(("], "num_processes": [-1], "process_id": [-2],
     "cache": [1], "nesterov": ["yes"], "async_checkpoints": [0], "skip_nonfinite": [None],
+    "optimizer": ["adam", "SGD"], "weight_decay_on": ["biases"], "adam_b1": [1.0, -0.1],
+    "adam_b2": [1.5], "lars_trust_coefficient": [0.0], "grad_clip_norm": [-1.0],
+    "grad_accum_steps": [0, -2], "label_smoothing": [-0.1, 1.0], "mixup_alpha": [-0.2],
+    "cutmix_alpha": [-1.0], "mix_prob": [1.5, -0.5], "mix_switch_prob": [2.0],
+    "randaugment_ops": [-1, 9], "randaugment_magnitude": [11.0, -1.0], "ema_decay": [1.0, -0.5],
+    "init_from_ema": ["no"], "profile_steps": ["5", "20:10", "a:b", "3:3"],
 }
 
 
@@ -64,6 +70,11 @@ def test_relations_and_unknown_fields(tiny_config):
     config.train_scale_min = 30 + 10  # above train_scale_max (36)
     assert schema.problems(config) == [
         "need image_size <= train_scale_min <= train_scale_max; got 32, 40, 36"]
+    config.train_scale_min = 36
+    config.grad_accum_steps = 3
+    assert schema.problems(config) == [
+        "batch_size 8 is not divisible by grad_accum_steps 3: use a multiple"]
+    config.grad_accum_steps = 1
     with config.unlocked():
         config.lerning_rate = 0.1
     assert "unknown config field 'lerning_rate'" in schema.problems(config)[0]

@@ -9,6 +9,7 @@ Saving is asynchronous; ``wait`` blocks until the last save is on disk.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Optional
@@ -23,6 +24,10 @@ from vgg_jax.errors import CheckpointError, UserError
 from vgg_jax.record import ModelRecord
 
 BEST_METRIC = "eval_top1"
+
+
+class StructureMismatch(CheckpointError):
+    """A checkpoint whose train state has other fields than the run's (not damage)."""
 
 
 def checkpoint_dir(path: str) -> str:
@@ -46,6 +51,7 @@ class Checkpoints:
             preservation_policy=policy, create=not read_only, read_only=read_only,
             enable_async_checkpointing=asynchronous and not read_only)
         self.directory = os.path.abspath(directory)
+        self._read_only = read_only
         self._saving: Optional[int] = None
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
@@ -104,6 +110,8 @@ class Checkpoints:
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 return self.restore(target, step), step
+            except StructureMismatch:
+                raise
             except Exception as e:
                 self._set_aside(step, e)
         return target, 0
@@ -111,9 +119,11 @@ class Checkpoints:
     def _set_aside(self, step: int, error: Exception) -> None:
         """Renames an unreadable checkpoint ``<step>`` to ``<step>.unreadable``, never deleting it."""
         path = os.path.join(self.directory, str(step))
-        logging.warning("Checkpoint %s cannot be read (%s: %s); falling back to an older one "
-                        "and keeping it as %s.unreadable.", path, type(error).__name__,
-                        str(error).split("\n")[0][:200], path)
+        logging.warning("Checkpoint %s cannot be read (%s: %s); falling back to an older one%s.",
+                        path, type(error).__name__, str(error).split("\n")[0][:200],
+                        "" if self._read_only else f" and keeping it as {path}.unreadable")
+        if self._read_only:  # a reader never moves a run's files
+            return
         if jax.process_index() == 0 and os.path.isdir(path):
             os.replace(path, f"{path}.unreadable.{int(time.time())}" if os.path.exists(
                 f"{path}.unreadable") else f"{path}.unreadable")
@@ -123,11 +133,41 @@ class Checkpoints:
         self.manager.reload()
 
     def restore(self, target: Any, step: Optional[int] = None) -> Any:
-        """Restores the state at ``step`` (default: latest) into ``target``'s structure."""
+        """Restores the state at ``step`` (default: latest) into ``target``'s structure.
+
+        Fields of a dataclass ``target`` that are empty there (an ``ema`` of a run without
+        EMA) may be absent from the checkpoint: checkpoints written before such a field
+        existed restore. Any other difference raises ``StructureMismatch``.
+        """
         step = self.latest_step() if step is None else step
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        return self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))["state"]
+        saved = set(self.manager.item_metadata(step)["state"].keys())
+        if dataclasses.is_dataclass(target):
+            fields = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(target)}
+            absent = {k for k, v in fields.items()
+                      if k not in saved and not jax.tree_util.tree_leaves(v)}
+            if set(fields) - absent != saved:
+                raise StructureMismatch(
+                    f"The checkpoint of step {step} in {self.directory} holds "
+                    f"{', '.join(sorted(saved))} but this run needs "
+                    f"{', '.join(sorted(set(fields) - absent))} (another config, e.g. "
+                    f"ema_decay on or off): use another workdir or the run's own config.")
+            restored = self._restore_state(step, {k: v for k, v in fields.items()
+                                                  if k not in absent})
+            return target.replace(**restored)
+        return self._restore_state(step, abstract)
+
+    def _restore_state(self, step: int, abstract: Any) -> Any:
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract)))["state"]
+        except ValueError as e:
+            if "structures do not match" not in str(e):
+                raise
+            raise StructureMismatch(
+                f"The checkpoint of step {step} in {self.directory} holds a train state of "
+                f"another shape than this run's (another config, e.g. ema_decay on or off): "
+                f"use another workdir or the run's own config.") from None
 
     def restore_raw(self, step: Optional[int] = None) -> dict:
         """The saved state as a nested dict of arrays on this process's first device.
@@ -166,6 +206,19 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def model_variables(raw: dict, ema: bool = True) -> dict:
+    """The model variables (``params``, ``batch_stats``) of a restored state (``restore_raw``).
+
+    A state trained with ``ema_decay`` holds moving averages of the weights too: they are
+    taken unless ``ema`` is False.
+    """
+    source = raw["ema"] if ema and raw.get("ema") else raw
+    variables = {"params": source["params"]}
+    if source.get("batch_stats"):
+        variables["batch_stats"] = source["batch_stats"]
+    return variables
 
 
 def open_read_only(path: str, what: str = "") -> Checkpoints:

@@ -53,15 +53,16 @@ class Net:
         self._dense = jax.jit(lambda v, x, m: self.model.apply(v, x, dense=True, mask=m))
 
     @classmethod
-    def load(cls, path: str) -> "Net":
-        """Restores the latest checkpoint of a training workdir (or checkpoints folder)."""
+    def load(cls, path: str, ema: bool = True) -> "Net":
+        """Restores the latest checkpoint of a training workdir (or checkpoints folder).
+
+        A run trained with ``ema_decay`` is evaluated with its EMA weights unless ``ema`` is
+        False.
+        """
         store = checkpoints.open_read_only(path)
         record = store.record()
-        raw = store.restore_raw()
+        variables = checkpoints.model_variables(store.restore_raw(), ema)
         store.close()
-        variables = {"params": raw["params"]}
-        if raw.get("batch_stats"):
-            variables["batch_stats"] = raw["batch_stats"]
         return cls(record.build(), variables, record)
 
     def _put(self, array: np.ndarray):
@@ -212,12 +213,14 @@ def _scale_label(record: ModelRecord) -> str:
 
 def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
              scales: Optional[Sequence[int]] = None, protocols: Sequence[str] = PROTOCOLS,
-             split: Optional[str] = None, batch_size: int = 32) -> list[dict]:
+             split: Optional[str] = None, batch_size: int = 32, ema: bool = True
+             ) -> list[dict]:
     """Evaluates the checkpoints at ``paths`` (an ensemble when several) under ``protocols``.
 
     Data come from ``config`` (dataset, data_dir, eval_split unless ``split`` is given);
     crop size and mean/std from the first checkpoint's metadata; ``scales`` default to its
-    ``eval_scale``. Returns one row per protocol.
+    ``eval_scale``; checkpoints with EMA weights are evaluated with them unless ``ema`` is
+    False. Returns one row per protocol.
     """
     schema.check(config)
     records = [read_record(p) for p in paths]  # cheap checks first, then data, then weights
@@ -238,7 +241,7 @@ def evaluate(config: ml_collections.ConfigDict, paths: Sequence[str],
         raise UserError(f"The split {split!r} of {config.dataset} is empty.")
     num_images = pipeline.split_size(builder, pipeline.process_split(
         split, jax.process_index(), jax.process_count()))
-    nets = [Net.load(p) for p in paths]
+    nets = [Net.load(p, ema) for p in paths]
     evaluator = Evaluator(nets, protocols, scales, record.image_size, record.mean_rgb,
                           record.std_rgb, num_images, batch_size)
     start = time.time()
@@ -293,6 +296,12 @@ def write_results(rows: list[dict], out_dir: str) -> None:
 FLAGS = flags.FLAGS
 
 
+def define_ema_flag() -> None:
+    """``--ema`` (default) / ``--noema``: which weights of a run trained with ``ema_decay``."""
+    flags.DEFINE_bool("ema", True, "Use the moving-average weights of a checkpoint trained "
+                      "with ema_decay; --noema: its trained weights.")
+
+
 def define_flags() -> None:
     from ml_collections import config_flags
     flags.DEFINE_multi_string("checkpoint", None, "Training workdir(s); several: an ensemble.")
@@ -307,6 +316,7 @@ def define_flags() -> None:
     flags.DEFINE_string("split", "", "Split to evaluate (default: the config's eval_split).")
     flags.DEFINE_string("out", "", "Directory for results.json/csv (default: CKPT/eval).")
     flags.DEFINE_integer("batch_size", 32, "Crops or dense inputs per batch.", lower_bound=1)
+    define_ema_flag()
     flags.mark_flags_as_required(["checkpoint", "config"])
 
 
@@ -317,7 +327,7 @@ def main(argv):
     distributed.initialize(config)
     scales = [int(q) for q in FLAGS.scales] or None
     rows = evaluate(config, FLAGS.checkpoint, scales, FLAGS.protocols, FLAGS.split or None,
-                    FLAGS.batch_size)
+                    FLAGS.batch_size, FLAGS.ema)
     out = FLAGS.out or os.path.join(FLAGS.checkpoint[0], "eval")
     write_results(rows, out)
     print(format_table(rows))

@@ -16,6 +16,11 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
+def soft_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
+    """Per-example cross-entropy against target distributions (N, classes), in float32."""
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
 def topk_correct(scores: jnp.ndarray, labels: jnp.ndarray, k: int) -> jnp.ndarray:
     """1.0 where ``labels`` is among the ``k`` highest scores.
 

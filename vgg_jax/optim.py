@@ -1,7 +1,8 @@
 """Optimiser and learning-rate schedules: the paper's SGD recipe and the modern ones.
 
 - SGD with momentum (0.9 in the paper) and an L2 penalty on the weights (5e-4), applied as
-  ``g + wd * w`` on kernels only (biases and BatchNorm parameters are not decayed).
+  ``g + wd * w`` on kernels only (biases and BatchNorm parameters are not decayed); or AdamW
+  or LARS (``optimizer``), optionally after clipping the gradients' global norm.
 - Schedules: ``plateau`` (the paper: divide by 10 when validation top-1 stops improving, at
   most 3 times), ``step`` (divide at given epochs), ``cosine`` (with linear warmup) and
   ``constant``. ``lr_scaling='linear'`` multiplies the base rate by global_batch / 256.
@@ -21,6 +22,7 @@ import ml_collections
 import optax
 
 SCHEDULES = ("plateau", "step", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adamw", "lars")
 
 
 def base_learning_rate(config: ml_collections.ConfigDict) -> float:
@@ -52,21 +54,44 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def _kernels_only(params):
-    return jax.tree_util.tree_map_with_path(
+def decay_mask(which: str) -> Callable:
+    """The weights that weight decay applies to: ``kernels`` (convolution and fully
+    connected weights, the paper's; not biases or BatchNorm) or ``all`` parameters."""
+    if which == "all":
+        return lambda params: jax.tree_util.tree_map(lambda _: True, params)
+    if which != "kernels":
+        raise ValueError(f"Unknown weight_decay_on {which!r}; use 'kernels' or 'all'.")
+    return lambda params: jax.tree_util.tree_map_with_path(
         lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
 def create_optimizer(config: ml_collections.ConfigDict, schedule: Callable,
                      frozen: frozenset = frozenset()) -> optax.GradientTransformation:
-    """L2 weight decay on kernels, then SGD with (optionally Nesterov) momentum.
+    """The configured optimiser, after clipping the gradients' global norm (if asked).
+
+    - ``sgd``: L2 weight decay (``g + wd * w``), then SGD with (Nesterov) momentum;
+    - ``adamw``: Adam with decoupled weight decay (``w -= lr * wd * w``);
+    - ``lars``: SGD with momentum and layer-wise trust ratios (You et al., 2017), for large
+      batches; the layers not decayed (``weight_decay_on``) get no trust ratio either.
 
     Layers named in ``frozen`` get no update at all (no decay, no momentum).
     """
-    tx = optax.chain(
-        optax.add_decayed_weights(config.weight_decay, mask=_kernels_only),
-        optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov),
-    )
+    mask = decay_mask(config.weight_decay_on)
+    if config.optimizer == "sgd":
+        tx = optax.chain(
+            optax.add_decayed_weights(config.weight_decay, mask=mask),
+            optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+    elif config.optimizer == "adamw":
+        tx = optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2,
+                         weight_decay=config.weight_decay, mask=mask)
+    elif config.optimizer == "lars":
+        tx = optax.lars(schedule, weight_decay=config.weight_decay, weight_decay_mask=mask,
+                        trust_coefficient=config.lars_trust_coefficient, trust_ratio_mask=mask,
+                        momentum=config.momentum, nesterov=config.nesterov)
+    else:
+        raise ValueError(f"Unknown optimizer {config.optimizer!r}; use one of {OPTIMIZERS}.")
+    if config.grad_clip_norm > 0:
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
     if not frozen:
         return tx
 

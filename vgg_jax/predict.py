@@ -68,6 +68,7 @@ def define_flags() -> None:
     flags.register_validator("scales", lambda v: all(q.strip().isdigit() for q in v),
                              message="--scales takes whole numbers, e.g. 256,384.")
     flags.DEFINE_integer("top", 5, "How many classes to print per image.", lower_bound=1)
+    evaluate.define_ema_flag()
     flags.mark_flags_as_required(["checkpoint"])
 
 
@@ -93,7 +94,7 @@ def main(argv: Sequence[str]) -> int:
             failed += 1
     if images:
         names = class_names(record)
-        net = evaluate.Net.load(f.checkpoint)
+        net = evaluate.Net.load(f.checkpoint, f.ema)
         for path, best in zip(paths, predict(net, images, f.protocol, f.top)):
             print(f"{path} ({f.protocol}, Q={','.join(map(str, scales))})")
             for c, p in best:

@@ -143,6 +143,25 @@ def _arch(value: str) -> Optional[str]:
     return None
 
 
+def parse_step_range(value: str) -> Optional[tuple[int, int]]:
+    """``"START:END"`` -> (START, END) with 0 <= START < END; None for ""; ValueError else."""
+    if not value:
+        return None
+    start, sep, end = value.partition(":")
+    if not (sep and start.strip().isdigit() and end.strip().isdigit()
+            and int(start) < int(end)):
+        raise ValueError(value)
+    return int(start), int(end)
+
+
+def _step_range(value: str) -> Optional[str]:
+    try:
+        parse_step_range(value)
+    except ValueError:
+        return "must be empty or 'START:END' with step numbers START < END, e.g. '10:20'"
+    return None
+
+
 def _ascending(value) -> Optional[str]:
     return None if list(value) == sorted(value) else "must be in ascending order"
 
@@ -190,6 +209,24 @@ FIELDS: dict[str, Field] = {
     "plateau_max_reductions": Int(0),
     "num_epochs": Float(0, low_open=True),
     "num_train_steps": Int(0),
+    # Recipes beyond the paper.
+    "optimizer": Choice("sgd", "adamw", "lars"),
+    "weight_decay_on": Choice("kernels", "all"),
+    "adam_b1": Float(0, 1, high_open=True),
+    "adam_b2": Float(0, 1, high_open=True),
+    "lars_trust_coefficient": Float(0, low_open=True),
+    "grad_clip_norm": Float(0, note="0 turns clipping off"),
+    "grad_accum_steps": Int(1),
+    "label_smoothing": Float(0, 1, high_open=True),
+    "mixup_alpha": Float(0),
+    "cutmix_alpha": Float(0),
+    "mix_prob": Float(0, 1),
+    "mix_switch_prob": Float(0, 1),
+    "randaugment_ops": Int(0, 8),
+    "randaugment_magnitude": Float(0, 10),
+    "ema_decay": Float(0, 1, high_open=True),
+    "init_from_ema": BOOL,
+    "profile_steps": Field(str, rule=_step_range),
     # Evaluation, logging, checkpoints.
     "eval_every_epochs": Float(0, low_open=True),
     "eval_every_steps": Int(0),
@@ -216,6 +253,9 @@ def _relations(c: ml_collections.ConfigDict) -> list[str]:
     if not c.image_size <= c.train_scale_min <= c.train_scale_max:
         out.append(f"need image_size <= train_scale_min <= train_scale_max; got "
                    f"{c.image_size}, {c.train_scale_min}, {c.train_scale_max}")
+    if c.batch_size % c.grad_accum_steps:
+        out.append(f"batch_size {c.batch_size} is not divisible by grad_accum_steps "
+                   f"{c.grad_accum_steps}: use a multiple")
     if c.eval_scale < c.image_size:
         out.append(f"eval_scale {c.eval_scale} is smaller than the crop image_size "
                    f"{c.image_size}: eval_scale must be at least {c.image_size}")
@@ -237,7 +277,8 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
             if issue:
                 bad.add(name)
                 out.append(f"{name}={values[name]!r}: {name} {issue}")
-    related = {"image_size", "train_scale_min", "train_scale_max", "eval_scale"}
+    related = {"image_size", "train_scale_min", "train_scale_max", "eval_scale", "batch_size",
+               "grad_accum_steps"}
     if not related & bad:
         out += _relations(config)
     return out

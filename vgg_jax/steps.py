@@ -9,6 +9,7 @@ is the one place that pmaps them, for the trainer and the benchmarks alike.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Optional
 
@@ -19,28 +20,62 @@ import numpy as np
 import optax
 
 from vgg_jax import models, optim, sharding
-from vgg_jax.metrics import cross_entropy, topk_correct
+from vgg_jax.metrics import cross_entropy, soft_cross_entropy, topk_correct
+from vgg_jax.mixing import Mixing, mix
 
 AXIS = sharding.BATCH_AXIS
 
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a run needs to continue: the data position and RNG derive from ``step``."""
+    """Everything a run needs to continue: the data position and RNG derive from ``step``.
+
+    ``ema`` holds the moving averages ``{"params", "batch_stats"}`` when ``ema_decay`` > 0,
+    else it is empty.
+    """
 
     step: jnp.ndarray
     params: Any
     batch_stats: Any
     opt_state: Any
     plateau: dict
+    ema: Any = flax.struct.field(default_factory=dict)
+
+    def ema_state(self) -> "TrainState":
+        """This state with the EMA weights in place of the trained ones (for evaluation)."""
+        return self.replace(params=self.ema["params"], batch_stats=self.ema["batch_stats"])
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What the train step does beyond the paper's plain SGD step (all off by default).
+
+    ``frozen`` layers keep their BatchNorm statistics too (the optimiser leaves their
+    weights); ``skip_nonfinite`` leaves the state as it was after a NaN/inf step;
+    ``mixing`` makes the soft targets (label smoothing, mixup, CutMix); the batch is
+    processed as ``grad_accum_steps`` micro-batches; ``ema_decay`` > 0 updates ``state.ema``.
+    """
+
+    frozen: frozenset = frozenset()
+    skip_nonfinite: bool = False
+    mixing: Mixing = Mixing()
+    grad_accum_steps: int = 1
+    ema_decay: float = 0.0
+
+    @classmethod
+    def from_config(cls, config, frozen: frozenset = frozenset()) -> "StepOptions":
+        return cls(frozen=frozen, skip_nonfinite=config.skip_nonfinite,
+                   mixing=Mixing.from_config(config), grad_accum_steps=config.grad_accum_steps,
+                   ema_decay=config.ema_decay)
 
 
 def initial_state(model: models.VGG, tx: optax.GradientTransformation, image_size: int,
-                  seed: int, load_init: Optional[Callable] = None
+                  seed: int, load_init: Optional[Callable] = None, ema: bool = False
                   ) -> tuple[TrainState, jax.Array]:
     """The step-0 train state (replicated on every device) and the dropout RNG.
 
-    ``load_init(params) -> (params, batch_stats or None)`` replaces the fresh weights.
+    ``load_init(params) -> (params, batch_stats or None)`` replaces the fresh weights; with
+    ``ema`` the moving averages start from the initial weights.
     """
     init_rng, rng = jax.random.split(jax.random.key(seed))
     image = jnp.zeros((1, image_size, image_size, 3))
@@ -50,7 +85,8 @@ def initial_state(model: models.VGG, tx: optax.GradientTransformation, image_siz
         params, stats = load_init(params)
         batch_stats = stats or batch_stats
     state = TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
-                       opt_state=tx.init(params), plateau=optim.plateau_init())
+                       opt_state=tx.init(params), plateau=optim.plateau_init(),
+                       ema={"params": params, "batch_stats": batch_stats} if ema else {})
     return sharding.replicated(state), sharding.replicated(rng)
 
 
@@ -69,52 +105,104 @@ def _variables(state: TrainState) -> dict:
                                        if state.batch_stats else {})}
 
 
+def _gradients(state: TrainState, images, targets, labels, rng, *, model: models.VGG,
+               accum_steps: int):
+    """(mean loss, logits, new BatchNorm statistics, mean gradients) of one device's batch.
+
+    With ``accum_steps`` > 1 the batch runs as that many micro-batches in a ``lax.scan``, so
+    that only one micro-batch's activations are alive at a time; each micro-batch normalises
+    with its own BatchNorm statistics and updates the running ones in turn (as accumulating
+    gradients in PyTorch does). ``targets`` None means hard ``labels``.
+    """
+    def loss_fn(params, batch_stats, images, targets, labels, rng):
+        variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+        logits, new_vars = model.apply(variables, images, train=True, rngs={"dropout": rng},
+                                       mutable=["batch_stats"])
+        loss = (cross_entropy(logits, labels) if targets is None
+                else soft_cross_entropy(logits, targets))
+        return loss.mean(), (logits, new_vars.get("batch_stats", batch_stats))
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accum_steps == 1:
+        (loss, (logits, stats)), grads = grad_fn(state.params, state.batch_stats, images,
+                                                 targets, labels, rng)
+        return loss, logits, stats, grads
+
+    def micro_batches(x):
+        return None if x is None else x.reshape(accum_steps, -1, *x.shape[1:])
+
+    def micro(carry, xs):
+        grads_sum, stats = carry
+        images, targets, labels, index = xs
+        (loss, (logits, stats)), grads = grad_fn(state.params, stats, images, targets, labels,
+                                                 jax.random.fold_in(rng, index))
+        return (jax.tree_util.tree_map(jnp.add, grads_sum, grads), stats), (loss, logits)
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    (grads, stats), (losses, logits) = jax.lax.scan(
+        micro, (zeros, state.batch_stats),
+        (micro_batches(images), micro_batches(targets), micro_batches(labels),
+         jnp.arange(accum_steps)))
+    grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
+    return losses.mean(), logits.reshape(-1, logits.shape[-1]), stats, grads
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.VGG,
                tx: optax.GradientTransformation, schedule, mean_rgb, std_rgb,
-               frozen: frozenset = frozenset(),
-               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
-    """One SGD step on one device's share of the batch (run under ``jax.pmap``).
+               options: StepOptions = StepOptions()) -> tuple[TrainState, dict]:
+    """One optimiser step on one device's share of the batch (run under ``jax.pmap``).
 
-    ``frozen`` layers keep their BatchNorm statistics too (``tx`` leaves their weights).
-    ``metrics["finite"]`` is 0 when the loss or the gradients are NaN or infinite; with
-    ``skip_nonfinite`` such a step leaves the weights and optimiser state as they were.
+    ``metrics["finite"]`` is 0 when the loss or the gradients are NaN or infinite. Training
+    top-1/top-5 count against each example's dominant label when batches are mixed.
     """
     images = normalize(batch, mean_rgb, std_rgb)
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
-
-    def loss_fn(params):
-        logits, new_vars = model.apply(_variables(state.replace(params=params)), images,
-                                       train=True, rngs={"dropout": rng},
-                                       mutable=["batch_stats"])
-        return cross_entropy(logits, batch["labels"]).mean(), (logits, new_vars)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (logits, new_vars)), grads = grad_fn(state.params)
+    mixing = options.mixing
+    labels = batch["labels"]
+    targets = None
+    if mixing.mixes or mixing.label_smoothing > 0:
+        images, targets, labels = mix(jax.random.fold_in(rng, _MIX_STREAM), images, labels,
+                                      model.num_classes, mixing)
+    loss, logits, new_stats, grads = _gradients(state, images, targets, batch["labels"], rng,
+                                                model=model,
+                                                accum_steps=options.grad_accum_steps)
     grads = jax.lax.pmean(grads, AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(lambda u: u * state.plateau["scale"], updates)
     grad_norm = optax.global_norm(grads)
     metrics = jax.lax.pmean({
         "loss": loss,
-        "top1": topk_correct(logits, batch["labels"], 1).mean(),
-        "top5": topk_correct(logits, batch["labels"], 5).mean(),
+        "top1": topk_correct(logits, labels, 1).mean(),
+        "top5": topk_correct(logits, labels, 5).mean(),
         "learning_rate": schedule(state.step) * state.plateau["scale"],
         "grad_norm": grad_norm,
     }, AXIS)
     metrics["finite"] = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)).astype(
         jnp.float32)
-    batch_stats = {k: state.batch_stats[k] if k in frozen else v
-                   for k, v in new_vars.get("batch_stats", state.batch_stats).items()}
+    batch_stats = {k: state.batch_stats[k] if k in options.frozen else v
+                   for k, v in (new_stats or state.batch_stats).items()}
     new_state = state.replace(step=state.step + 1, opt_state=opt_state,
                               params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats)
-    if skip_nonfinite:
+    if options.ema_decay > 0:
+        new_state = new_state.replace(ema=ema_update(
+            state.ema, {"params": new_state.params, "batch_stats": batch_stats},
+            options.ema_decay))
+    if options.skip_nonfinite:
         keep = metrics["finite"] > 0
         new_state = new_state.replace(**{
             name: jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old),
                                          getattr(new_state, name), getattr(state, name))
-            for name in ("params", "opt_state", "batch_stats")})
+            for name in ("params", "opt_state", "batch_stats", "ema")})
     return new_state, metrics
+
+
+_MIX_STREAM = 0x6D6978  # folds the mixing draws out of the step's key, apart from dropout's
+
+
+def ema_update(ema: Any, current: Any, decay: float) -> Any:
+    """One step of the exponential moving average: ``decay * ema + (1 - decay) * current``."""
+    return jax.tree_util.tree_map(lambda e, c: decay * e + (1.0 - decay) * c, ema, current)
 
 
 def eval_step(state: TrainState, batch: dict, *, model: models.VGG, mean_rgb,
@@ -131,8 +219,7 @@ def eval_step(state: TrainState, batch: dict, *, model: models.VGG, mean_rgb,
 
 
 def pmap_steps(model: models.VGG, tx: optax.GradientTransformation, schedule, mean_rgb,
-               std_rgb, frozen: frozenset = frozenset(), skip_nonfinite: bool = False
-               ) -> tuple[Callable, Callable]:
+               std_rgb, options: StepOptions = StepOptions()) -> tuple[Callable, Callable]:
     """(train step, eval step) pmap-ed over the local devices, the state unreplicated.
 
     ``p_train(state, batch, rng) -> (state, metrics)`` donates ``state``;
@@ -140,8 +227,7 @@ def pmap_steps(model: models.VGG, tx: optax.GradientTransformation, schedule, me
     """
     norm = dict(mean_rgb=tuple(mean_rgb), std_rgb=tuple(std_rgb))
     p_train = jax.pmap(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                                         frozen=frozen, skip_nonfinite=skip_nonfinite,
-                                         **norm),
+                                         options=options, **norm),
                        axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
                        donate_argnums=(0,))
     p_eval = jax.pmap(functools.partial(eval_step, model=model, **norm), axis_name=AXIS,

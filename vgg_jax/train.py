@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import time
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +50,11 @@ def _validate(config: ml_collections.ConfigDict, record: ModelRecord) -> None:
     if config.batch_size % devices:
         raise UserError(f"batch_size {config.batch_size} is not divisible by the "
                         f"{devices} devices: use a multiple of {devices}.")
+    per_device = config.batch_size // devices
+    if per_device % config.grad_accum_steps:
+        raise UserError(f"The {per_device} examples per device do not split into "
+                        f"grad_accum_steps {config.grad_accum_steps} micro-batches: make "
+                        f"batch_size a multiple of {devices * config.grad_accum_steps}.")
     eval_batch = config.eval_batch_size or config.batch_size
     if eval_batch % devices:
         raise UserError(f"eval_batch_size {eval_batch} is not divisible by the "
@@ -107,7 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         record = wanted.with_preprocessing_of(resume[1], workdir)
     elif config.init_from:
         load_init, source = transfer.init_from_params(config.init_from, wanted,
-                                                      abstract["params"])
+                                                      abstract["params"], config.init_from_ema)
         record = wanted.with_preprocessing_of(source, config.init_from)
     label = builder.info.features["label"] if "label" in builder.info.features else None
     record = record.with_class_names(getattr(label, "names", None))
@@ -121,7 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule, frozen)
-    state, rng = steps.initial_state(model, tx, config.image_size, config.seed, load_init)
+    state, rng = steps.initial_state(model, tx, config.image_size, config.seed, load_init,
+                                     ema=config.ema_decay > 0)
     if load_init is not None:
         logging.info("Initialised from %s.", config.init_from)
     start_step = 0
@@ -133,14 +140,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     data_kw = dict(crop=config.image_size, cache=config.cache)
     p_train, p_eval = steps.pmap_steps(model, tx, schedule, record.mean_rgb, record.std_rgb,
-                                       frozen, config.skip_nonfinite)
+                                       steps.StepOptions.from_config(config, frozen))
     eval_local_batch = (config.eval_batch_size or config.batch_size) // jax.process_count()
 
     def run_eval(state):
         _, batches = pipeline.eval_batches(builder, config.eval_split,
                                            local_batch=eval_local_batch,
                                            scale=config.eval_scale, **data_kw)
-        return steps.evaluate(p_eval, state, pipeline.prefetch_to_device(batches))
+        metrics = steps.evaluate(p_eval, state, pipeline.prefetch_to_device(batches))
+        if state.ema:
+            _, batches = pipeline.eval_batches(builder, config.eval_split,
+                                               local_batch=eval_local_batch,
+                                               scale=config.eval_scale, **data_kw)
+            ema = steps.evaluate(p_eval, state.ema_state(), pipeline.prefetch_to_device(batches))
+            metrics.update({k.replace("eval_", "eval_ema_"): v for k, v in ema.items()
+                            if k != "eval_count"})
+        return metrics
 
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     if start_step == 0:
@@ -162,7 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         scale_max=config.train_scale_max, seed=config.seed, start_step=start_step,
         num_steps=total_steps - start_step, shuffle_buffer=config.shuffle_buffer,
         crop_mode=config.train_crop, pca_std=config.pca_std, num_shards=config.data_shards,
-        **data_kw)
+        randaugment=(config.randaugment_ops, config.randaugment_magnitude), **data_kw)
+    profiler = Profiler(schema.parse_step_range(config.profile_steps), workdir)
     history, eval_metrics, t0 = [], {}, time.time()
     with stream, preemption.Watcher() as watcher:  # an error abandons the stream
         batches = pipeline.prefetch_to_device(stream)
@@ -172,7 +188,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             logged = step % log_every == 0 or saving
             guard = "allow" if logged else QUIET_STEP_TRANSFERS
             with jax.transfer_guard_device_to_host(guard):
+                profiler.before(step)
                 state, metrics = p_train(state, next(batches), rng)
+                profiler.after(step, state)
                 history.append(metrics)
                 progress(step)
                 stop = step < total_steps and watcher.stop_requested(step)
@@ -190,6 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             if saving:
                 store.save(step, state, record, metrics=eval_metrics if evaluated else None)
             if stop:
+                profiler.stop()
                 if history:
                     _summarize(history, step, store, config.skip_nonfinite)
                 if not saving:
@@ -197,6 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 store.wait()
                 writer.flush()
                 raise Preempted(step, store.directory)
+    profiler.stop()
     writer.flush()
     if not eval_metrics:  # resumed a finished run: report its final evaluation again
         eval_metrics = run_eval(state)
@@ -204,6 +224,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     store.close()
     metrics = dict(eval_metrics, step=int(jax.device_get(state.step)))
     return (metrics, state) if return_state else metrics
+
+
+class Profiler:
+    """Traces steps START..END (``profile_steps``) with the JAX profiler into the workdir.
+
+    TensorBoard's profile plugin shows the trace (``tensorboard --logdir WORKDIR``). Only
+    process 0 traces; the trace ends once step END has finished on the devices.
+    """
+
+    def __init__(self, steps: Optional[tuple[int, int]], workdir: str):
+        self._steps = steps if jax.process_index() == 0 else None
+        self._workdir, self._tracing = workdir, False
+
+    def before(self, step: int) -> None:
+        if self._steps and step == self._steps[0]:
+            jax.profiler.start_trace(self._workdir)
+            self._tracing = True
+            logging.info("Profiling steps %d to %d into %s.", *self._steps, self._workdir)
+
+    def after(self, step: int, state) -> None:
+        if self._tracing and step >= self._steps[1]:
+            jax.block_until_ready(state)
+            self.stop()
+
+    def stop(self) -> None:
+        if self._tracing:
+            jax.profiler.stop_trace()
+            self._tracing = False
 
 
 def _summarize(history: list[dict], step: int, store: checkpoints.Checkpoints,

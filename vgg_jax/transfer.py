@@ -55,9 +55,9 @@ def shallow_to_deep(deep_params: Mapping[str, Any], net_a_params: Mapping[str, A
     return copy_layers(deep_params, net_a_params, layers)
 
 
-def init_from_params(path: str, wanted: ModelRecord, abstract_params: dict):
+def init_from_params(path: str, wanted: ModelRecord, abstract_params: dict, ema: bool = True):
     """Checks the checkpoint at ``path`` against the model; returns (loader of its params,
-    its record).
+    its record). The loader takes the checkpoint's EMA weights where it has them and ``ema``.
 
     Same architecture: every layer the checkpoint has is copied (an fc8 with another number
     of classes, and the head of a headless checkpoint, start afresh). From a configuration A
@@ -88,9 +88,9 @@ def init_from_params(path: str, wanted: ModelRecord, abstract_params: dict):
                                 f"{tuple(want.shape)}.")
 
     def load(params: dict) -> tuple[dict, Optional[dict]]:
-        raw = store.restore_raw()
-        params = copy_layers(params, raw["params"], layers)
-        stats = raw.get("batch_stats") if source.arch == wanted.arch else None
+        variables = checkpoints.model_variables(store.restore_raw(), ema)
+        params = copy_layers(params, variables["params"], layers)
+        stats = variables.get("batch_stats") if source.arch == wanted.arch else None
         store.close()
         return params, stats or None
 

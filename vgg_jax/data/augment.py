@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from vgg_jax.data import randaugment as _randaugment
+
 # AlexNet's PCA of ImageNet RGB pixels (0-1 scale), as in fb.resnet.torch's transforms.lua.
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
@@ -70,6 +72,16 @@ def pca_shift(seed: tf.Tensor, std: float) -> tf.Tensor:
     alpha = tf.random.stateless_normal([3], seed, stddev=std)
     eigval = tf.constant(IMAGENET_PCA_EIGVAL, tf.float32) * 255.0
     return tf.linalg.matvec(tf.constant(IMAGENET_PCA_EIGVEC, tf.float32), alpha * eigval)
+
+
+def randaugment(image: tf.Tensor, seed: tf.Tensor, num_ops: int, magnitude: float) -> tf.Tensor:
+    """RandAugment's N = ``num_ops`` operations at M = ``magnitude`` on a training crop.
+
+    ``seed`` is the example's seed, as ``train_image`` takes it: RandAugment draws from a
+    stream of its own, folded out of it.
+    """
+    ra_seed = tf.random.experimental.stateless_fold_in(seed, 0x5241)
+    return _randaugment.randaugment(image, ra_seed, num_ops, magnitude)
 
 
 def to_uint8(image: tf.Tensor) -> tf.Tensor:

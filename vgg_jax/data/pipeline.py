@@ -135,7 +135,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
                   start_step: int = 0, num_steps: Optional[int] = None,
                   shuffle_buffer: int = 0, cache: bool = True,
                   crop_mode: str = "scale", pca_std: float = 0.0, num_shards: int = 0,
-                  num_devices: Optional[int] = None, process_index: Optional[int] = None,
+                  randaugment: tuple[int, float] = (0, 9.0), num_devices: Optional[int] = None, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> tuple[int, Batches]:
     """(steps per epoch, the training batches of steps ``start_step + 1`` on).
 
@@ -145,7 +145,8 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
     to mirror the image, which the device does), ``shift`` (the per-image PCA colour offset,
     zero when ``pca_std`` is 0) and ``labels``.
     ``shuffle_buffer=0`` shuffles each shard whole; ``crop_mode`` and ``pca_std`` are
-    those of ``augment.train_image``.
+    those of ``augment.train_image``; ``randaugment`` = (N, M) applies RandAugment to each
+    crop (N = 0: off).
 
     The split is cut into ``num_shards`` (default: one per process) and every global batch
     is the concatenation of an equal slice from each shard, in shard order; each process
@@ -173,7 +174,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, split: str, *, local_batch:
                                  start_epoch=start_epoch, end_epoch=end_epoch, skip=skip,
                                  crop=crop, scale_min=scale_min, scale_max=scale_max, seed=seed,
                                  shuffle_buffer=shuffle_buffer or largest_shard, cache=cache,
-                                 crop_mode=crop_mode, pca_std=pca_std)
+                                 crop_mode=crop_mode, pca_std=pca_std, randaugment=randaugment)
                   for shard in range(process_index * per_process,
                                      (process_index + 1) * per_process)]
     ds = shards[0] if len(shards) == 1 else tf.data.Dataset.zip(tuple(shards)).map(
@@ -205,7 +206,8 @@ def _own_seeds():
 def _shard_batches(builder, split: str, shard: int, *, sub_batch: int, steps_per_epoch: int,
                    start_epoch: int, end_epoch: int, skip: int, crop: int, scale_min: int,
                    scale_max: int, seed: int, shuffle_buffer: int, cache: bool,
-                   crop_mode: str, pca_std: float) -> tf.data.Dataset:
+                   crop_mode: str, pca_std: float, randaugment: tuple[int, float]
+                   ) -> tf.data.Dataset:
     """Batches of one data shard up to ``end_epoch``: a function of (seed, shard, epoch, index)."""
     base = _encoded(builder, split, cache).enumerate()
     per_epoch = steps_per_epoch * sub_batch
@@ -222,6 +224,8 @@ def _shard_batches(builder, split: str, shard: int, *, sub_batch: int, steps_per
         ex_seed = tf.stack([tf.cast(seed, tf.int64) * 1_009 + shard, epoch * (1 << 32) + index])
         image = augment.train_image(image_bytes, ex_seed, crop, scale_min, scale_max,
                                     flip=False, crop_mode=crop_mode)
+        if randaugment[0] > 0:
+            image = augment.randaugment(image, ex_seed, *randaugment)
         colour_seed = tf.random.experimental.stateless_split(ex_seed, 4)[3]  # as train_image
         shift = augment.pca_shift(colour_seed, pca_std) if pca_std > 0 else tf.zeros([3])
         return {"images": augment.to_uint8(image), "flip": augment.flip_draw(ex_seed),
