@@ -8,9 +8,10 @@ size 1) of
 - fused: S jittered in [256, 512], crop window decoded alone (decode_and_crop_jpeg),
   resized to 224, uint8, PCA colour offset and the flip bit (vgg_jax.data.augment, as the
   pipeline; the device mirrors the image while it normalises the batch);
-- naive: decode the whole image, rescale to S, crop 224, then the same flip/uint8/colour.
+- naive: decode the whole image, rescale to S, crop 224, then the same flip/uint8/colour;
+- randaugment: fused, then RandAugment (N, M from --randaugment) on the crop.
 (Mean subtraction and the colour offset are applied on the device, not here.)
-Appends a row to benchmarks/results/pipeline.md.
+Appends a row to benchmarks/results/pipeline.md and one to pipeline_randaugment.md.
 """
 
 import argparse
@@ -71,6 +72,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--randaugment", type=lambda v: (int(v.split(",")[0]),
+                                                         float(v.split(",")[1])),
+                        default=(2, 9.0), help="N,M of the RandAugment rows (default 2,9)")
     args = parser.parse_args()
     images = photos(args.images)
     def finish(image, seed):  # what the pipeline does after the crop: flip, colour, uint8
@@ -87,8 +91,14 @@ def main():
     def naive(b, seed):
         return finish(augment.reference_train_crop(b, seed, 224, 256, 512), seed)
 
+    def randaugmented(b, seed):  # fused, then RandAugment on the crop, as the pipeline does
+        image = augment.train_image(b, seed, 224, 256, 512, flip=False)
+        image = augment.to_uint8(augment.randaugment(image, seed, *args.randaugment))
+        colour = augment.pca_shift(tf.random.experimental.stateless_split(seed, 4)[3], 0.1)
+        return image, augment.flip_draw(seed), colour
+
     rows = {}
-    for name, fn in (("fused", fused), ("naive", naive), ("fused", fused), ("naive", naive)):
+    for name, fn in (("fused", fused), ("naive", naive), ("randaugment", randaugmented)) * 2:
         rows.setdefault(name, []).append(rate(images, fn, args.seconds / 2, threads=1))
     fused_rate, naive_rate = np.mean(rows["fused"]), np.mean(rows["naive"])
     all_cores = rate(images, fused, args.seconds / 2, threads=os.cpu_count())
@@ -101,6 +111,20 @@ def main():
         ["fused img/s/core", "naive img/s/core", "ratio", "fused, all cores", "mean JPEG"],
         [f"{fused_rate:.0f}", f"{naive_rate:.0f}", f"{fused_rate / naive_rate:.2f}x",
          f"{all_cores:.0f}", f"{sizes:.0f} KiB"])
+    print(row, end="")
+    ra_rate = np.mean(rows["randaugment"])
+    ra_all = rate(images, randaugmented, args.seconds / 2, threads=os.cpu_count())
+    n, m = args.randaugment
+    row = results_table.append_row(
+        "pipeline_randaugment", "Training input pipeline with RandAugment, 224 crops",
+        "Images/s on one core of the fused path above without and with RandAugment "
+        "(vgg_jax.data.randaugment: N operations at magnitude M, each applied with "
+        "probability 1/2) on the 224 crop, side by side in one run. Target: >= 400 "
+        "images/s per core with RandAugment on.",
+        ["N, M", "fused img/s/core", "+ RandAugment img/s/core", "ratio",
+         "+ RandAugment, all cores"],
+        [f"{n}, {m:g}", f"{fused_rate:.0f}", f"{ra_rate:.0f}", f"{ra_rate / fused_rate:.2f}x",
+         f"{ra_all:.0f}"])
     print(row, end="")
 
 

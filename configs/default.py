@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.mix_prob = 1.0           # probability that a batch is mixed
     c.mix_switch_prob = 0.5    # CutMix rather than mixup when both are on
     c.randaugment_ops = 0      # RandAugment's N (0: off), in the training input pipeline
-    c.randaugment_magnitude = 9  # RandAugment's M, out of 10
+    c.randaugment_magnitude = 9.0  # RandAugment's M, out of 10
     c.ema_decay = 0.0          # > 0: keep (and evaluate) a moving average of the weights
     c.init_from_ema = True     # init_from takes a checkpoint's EMA weights when it has them
     c.profile_steps = ""       # "START:END": trace those steps into workdir (TensorBoard)

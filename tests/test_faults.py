@@ -55,6 +55,10 @@ def long_config(tiny_config):
 
 
 def test_sigterm_then_sigkill_then_finish_equals_an_uninterrupted_run(long_config, tmp_path):
+    # With the recipes whose state or randomness a resume must restore: the EMA weights,
+    # the step-keyed mixing draws and the per-example RandAugment draws.
+    long_config.update(dict(ema_decay=0.9, mixup_alpha=0.2, cutmix_alpha=1.0,
+                            label_smoothing=0.1, randaugment_ops=2, grad_accum_steps=2))
     config_file = write_config(long_config, tmp_path / "cfg.py")
     workdir = str(tmp_path / "preempted")
     ckpts = os.path.join(workdir, "checkpoints")
@@ -84,6 +88,7 @@ def test_sigterm_then_sigkill_then_finish_equals_an_uninterrupted_run(long_confi
     straight = str(tmp_path / "straight")
     train.train_and_evaluate(long_config, straight)
     assert_trees(final_params(workdir), final_params(straight))  # bit for bit
+    assert_trees(final_params(workdir, "ema"), final_params(straight, "ema"))
 
 
 def _damage(kind: str, step_dir: str) -> None:

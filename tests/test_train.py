@@ -21,9 +21,11 @@ def scalars(workdir: str, tag: str) -> dict[int, float]:
     return events.read_scalars(workdir)[tag]
 
 
-def final_params(workdir: str) -> dict:
+def final_params(workdir: str, which: str = "params") -> dict:
+    """The last checkpoint's parameters (``which="ema"``: its moving averages)."""
     store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
-    return store.restore_raw()["params"]
+    raw = store.restore_raw()
+    return raw["params"] if which == "params" else raw[which]
 
 
 def assert_trees(a, b, **tol):

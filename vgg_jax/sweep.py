@@ -36,8 +36,8 @@ from vgg_jax import cli, schema
 from vgg_jax.errors import NonFiniteError, UserError
 
 RESULT_FILE = "result.json"
-FIELDS = ("label", "run", "seed", "status", "eval_top1", "eval_top5", "eval_loss", "step",
-          "minutes", "overrides")
+FIELDS = ("label", "run", "seed", "status", "eval_top1", "eval_top5", "eval_loss",
+          "eval_ema_top1", "step", "minutes", "overrides")
 
 
 def load_sweep(config_path: str) -> tuple[list[dict], str]:
@@ -133,6 +133,8 @@ def execute(base: ml_collections.ConfigDict, runs: Sequence[dict], workdir: str)
             metrics = train.train_and_evaluate(run_config(base, run, workdir), rundir)
             row.update(status="done", **{k: metrics[k] for k in
                                          ("eval_top1", "eval_top5", "eval_loss", "step")})
+            if "eval_ema_top1" in metrics:
+                row["eval_ema_top1"] = metrics["eval_ema_top1"]
         except NonFiniteError as e:
             logging.warning("Sweep run %s diverged: %s", name, e)
             row.update(status="diverged", eval_top1=math.nan, eval_top5=math.nan,
@@ -180,12 +182,15 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     for label, group in groups.items():
         top1 = _mean_std([100 * (1 - float(r["eval_top1"])) for r in group])
         top5 = _mean_std([100 * (1 - float(r["eval_top5"])) for r in group])
+        ema = _mean_std([100 * (1 - float(r["eval_ema_top1"])) for r in group
+                         if r.get("eval_ema_top1", "") != ""])
         overrides = json.loads(group[0]["overrides"])
         overrides.pop("seed", None)
         out.append({"label": label, "runs": len(group),
                     "diverged": sum(r["status"] == "diverged" for r in group),
                     "top1_err": top1[0], "top1_std": top1[1], "top5_err": top5[0],
-                    "top5_std": top5[1], "minutes": sum(float(r["minutes"]) for r in group),
+                    "top5_std": top5[1], "ema_top1_err": ema[0], "ema_top1_std": ema[1],
+                    "minutes": sum(float(r["minutes"]) for r in group),
                     "overrides": overrides})
     return out
 
@@ -203,15 +208,22 @@ def write_results(rows: Sequence[dict], workdir: str, title: str = "") -> dict[s
         return "diverged" if math.isnan(mean) else (
             f"{mean:.2f} ± {std:.2f}" if runs > 1 else f"{mean:.2f}")
 
+    with_ema = any(not math.isnan(s["ema_top1_err"]) for s in summary)
+    ema_head = (" EMA top-1 error % |", "---|") if with_ema else ("", "")
     lines = [f"# {title}\n" if title else "",
-             "| setting | overrides | runs | top-1 error % | top-5 error % | minutes |",
-             "|---|---|---|---|---|---|"]
+             f"| setting | overrides | runs | top-1 error % | top-5 error % |{ema_head[0]} "
+             f"minutes |", f"|---|---|---|---|---|{ema_head[1]}---|"]
     for s in summary:
         overrides = ", ".join(f"{k}={v}" for k, v in s["overrides"].items())
         runs = f"{s['runs']}" + (f" ({s['diverged']} diverged)" if s["diverged"] else "")
+        ema = ""
+        if with_ema:
+            ema = " – |" if math.isnan(s["ema_top1_err"]) else \
+                f" {pm(s['ema_top1_err'], s['ema_top1_std'], s['runs'])} |"
         lines.append(f"| {s['label']} | {overrides} | {runs} | "
                      f"{pm(s['top1_err'], s['top1_std'], s['runs'])} | "
-                     f"{pm(s['top5_err'], s['top5_std'], s['runs'])} | {s['minutes']:.1f} |")
+                     f"{pm(s['top5_err'], s['top5_std'], s['runs'])} |{ema} "
+                     f"{s['minutes']:.1f} |")
     with open(paths["md"], "w") as f:
         f.write("\n".join(lines).lstrip("\n") + "\n")
     plot(summary, paths["png"], title, loss_curves(rows, workdir))
