@@ -144,17 +144,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     eval_local_batch = (config.eval_batch_size or config.batch_size) // jax.process_count()
 
     def run_eval(state):
-        _, batches = pipeline.eval_batches(builder, config.eval_split,
-                                           local_batch=eval_local_batch,
-                                           scale=config.eval_scale, **data_kw)
-        metrics = steps.evaluate(p_eval, state, pipeline.prefetch_to_device(batches))
-        if state.ema:
+        """eval_* metrics of the trained weights, and eval_ema_* of the EMA weights if any."""
+        metrics = {}
+        for prefix, weights in [("eval_", state)] + (
+                [("eval_ema_", state.ema_state())] if state.ema else []):
             _, batches = pipeline.eval_batches(builder, config.eval_split,
                                                local_batch=eval_local_batch,
                                                scale=config.eval_scale, **data_kw)
-            ema = steps.evaluate(p_eval, state.ema_state(), pipeline.prefetch_to_device(batches))
-            metrics.update({k.replace("eval_", "eval_ema_"): v for k, v in ema.items()
-                            if k != "eval_count"})
+            result = steps.evaluate(p_eval, weights, pipeline.prefetch_to_device(batches))
+            metrics.update({k.replace("eval_", prefix): v for k, v in result.items()
+                            if prefix == "eval_" or k != "eval_count"})
         return metrics
 
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
