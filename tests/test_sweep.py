@@ -67,7 +67,7 @@ def test_seeds_average_and_divergence_is_recorded(tiny_config, tmp_path):
     tiny_config.eval_every_steps = 0
     tiny_config.eval_every_epochs = 1000
     runs = [{"label": "A", "seed": 0}, {"label": "A", "seed": 1},
-            {"label": "too fast", "learning_rate": 1e12}]
+            {"label": "too fast", "learning_rate": 1e12}, {"label": "EMA", "ema_decay": 0.5}]
     workdir = str(tmp_path / "sweep")
     # An interrupted first run: a checkpoint at step 2, no result yet.
     partial = sweep_lib.run_config(tiny_config, runs[0])
@@ -75,19 +75,22 @@ def test_seeds_average_and_divergence_is_recorded(tiny_config, tmp_path):
     from vgg_jax import train
     train.train_and_evaluate(partial, os.path.join(workdir, "A-seed0"))
     rows = sweep_lib.execute(tiny_config, runs, workdir)
-    assert [r["status"] for r in rows] == ["done", "done", "diverged"]
+    assert [r["status"] for r in rows] == ["done", "done", "diverged", "done"]
+    assert "eval_ema_top1" in rows[3] and "eval_ema_top1" not in rows[0]
     assert [r["step"] for r in rows[:2]] == [4, 4]
     summary = sweep_lib.summarize(rows)
     assert [(s["label"], s["runs"], s["diverged"]) for s in summary] == \
-        [("A", 2, 0), ("too fast", 1, 1)]
+        [("A", 2, 0), ("too fast", 1, 1), ("EMA", 1, 0)]
     errors = [100 * (1 - r["eval_top1"]) for r in rows[:2]]
     assert summary[0]["top1_err"] == pytest.approx(sum(errors) / 2)
     assert summary[0]["top1_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5)
     curves = sweep_lib.loss_curves(rows, workdir)  # A-seed0's two event files joined
     assert [(label, steps) for label, steps, _ in curves[:2]] == [("A", [1, 2, 3, 4])] * 2
     paths = sweep_lib.write_results(rows, workdir, "test")
-    assert "| too fast | learning_rate=1000000000000.0 | 1 (1 diverged) | diverged |" in \
-        open(paths["md"]).read()
+    md = open(paths["md"]).read()
+    assert "| too fast | learning_rate=1000000000000.0 | 1 (1 diverged) | diverged |" in md
+    ema_err = 100 * (1 - rows[3]["eval_ema_top1"])
+    assert "| EMA top-1 error % |" in md and f"| {ema_err:.2f} |" in md
 
 
 def test_bad_sweep_input_is_one_line_before_work(image_folder, tmp_path):
