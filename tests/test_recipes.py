@@ -14,8 +14,9 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from configs import default
-from vgg_jax import checkpoints, evaluate, mixing, models, optim, steps, train
+from vgg_jax import checkpoints, evaluate, mixing, models, optim, steps, train, transfer
 from vgg_jax.metrics import soft_cross_entropy
+from vgg_jax.record import ModelRecord
 from vgg_jax.data import augment, pipeline, randaugment, sources
 
 from test_train import assert_trees, scalars
@@ -266,3 +267,10 @@ def test_all_recipes_train_evaluate_ema_and_profile(tiny_config, tmp_path):
     ema_net, plain_net = evaluate.Net.load(workdir), evaluate.Net.load(workdir, ema=False)
     assert_trees(ema_net.variables["params"], raw["ema"]["params"])
     assert_trees(plain_net.variables["params"], raw["params"])
+    # Fine-tuning from the run starts from its EMA weights unless told otherwise.
+    wanted = ModelRecord.from_config(c)
+    abstract = models.abstract_variables(wanted.build(), c.image_size)["params"]
+    fresh = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+    for ema, want in ((True, raw["ema"]["params"]), (False, raw["params"])):
+        load, _ = transfer.init_from_params(workdir, wanted, abstract, ema)
+        assert_trees(load(fresh)[0], want)
