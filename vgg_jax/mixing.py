@@ -95,10 +95,10 @@ def mix_draws(rng: jax.Array, mixing: Mixing, height: int, width: int
         use_cutmix = jax.random.uniform(switch_key) < mixing.mix_switch_prob
     else:
         use_cutmix = jnp.bool_(mixing.cutmix_alpha > 0)
-    mixup_lam = jax.random.beta(mixup_key, max(mixing.mixup_alpha, 1e-3),
-                                max(mixing.mixup_alpha, 1e-3))
-    cut_lam = jax.random.beta(cutmix_key, max(mixing.cutmix_alpha, 1e-3),
-                              max(mixing.cutmix_alpha, 1e-3))
+    mixup_lam = (jax.random.beta(mixup_key, mixing.mixup_alpha, mixing.mixup_alpha)
+                 if mixing.mixup_alpha > 0 else jnp.float32(1.0))
+    cut_lam = (jax.random.beta(cutmix_key, mixing.cutmix_alpha, mixing.cutmix_alpha)
+               if mixing.cutmix_alpha > 0 else jnp.float32(1.0))
     box = cutmix_box(box_key, cut_lam, height, width) * (use_cutmix & applied)
     lam = jnp.where(use_cutmix, 1.0 - box.mean(), mixup_lam)
     return jnp.where(applied, lam, 1.0).astype(jnp.float32), box
