@@ -147,6 +147,9 @@ def _gradients(state: TrainState, images, targets, labels, rng, *, model: models
     return losses.mean(), logits.reshape(-1, logits.shape[-1]), stats, grads
 
 
+_MIX_STREAM = 0x6D6978  # folds the mixing draws out of the step's key, apart from dropout's
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.VGG,
                tx: optax.GradientTransformation, schedule, mean_rgb, std_rgb,
                options: StepOptions = StepOptions()) -> tuple[TrainState, dict]:
@@ -195,9 +198,6 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.
                                          getattr(new_state, name), getattr(state, name))
             for name in ("params", "opt_state", "batch_stats", "ema")})
     return new_state, metrics
-
-
-_MIX_STREAM = 0x6D6978  # folds the mixing draws out of the step's key, apart from dropout's
 
 
 def ema_update(ema: Any, current: Any, decay: float) -> Any:
