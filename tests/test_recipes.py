@@ -197,7 +197,9 @@ def test_ema_after_n_steps_is_the_closed_form():
                            states[-1].params["fc8"]["kernel"])
 
 
-def test_gradient_accumulation_equals_the_big_batch():
+@pytest.mark.parametrize("how", ["scan", "unroll"])
+def test_gradient_accumulation_equals_the_big_batch(how, monkeypatch):
+    monkeypatch.setattr(steps, "ACCUMULATION", how)
     config = _config(schedule="constant", learning_rate=0.05)
     batches = [_step_batch(16, seed=i) for i in range(3)]
     big, big_losses = _run_steps(_net(), config, batches)

@@ -105,14 +105,20 @@ def _variables(state: TrainState) -> dict:
                                        if state.batch_stats else {})}
 
 
+ACCUMULATION = "auto"  # how micro-batches run: "scan", "unroll" or "auto" (see _gradients)
+
+
 def _gradients(state: TrainState, images, targets, labels, rng, *, model: models.VGG,
                accum_steps: int):
     """(mean loss, logits, new BatchNorm statistics, mean gradients) of one device's batch.
 
-    With ``accum_steps`` > 1 the batch runs as that many micro-batches in a ``lax.scan``, so
-    that only one micro-batch's activations are alive at a time; each micro-batch normalises
-    with its own BatchNorm statistics and updates the running ones in turn (as accumulating
-    gradients in PyTorch does). ``targets`` None means hard ``labels``.
+    With ``accum_steps`` > 1 the batch runs as that many micro-batches, each normalising
+    with its own BatchNorm statistics and updating the running ones in turn (as accumulating
+    gradients in PyTorch does). On accelerators they run in a ``lax.scan``, so that one
+    micro-batch's activations are alive at a time. On CPU they are unrolled: XLA:CPU computes
+    a convolution's weight gradient about 20x slower inside a loop (0.32 s against 7.0 s for
+    a 64-channel 3x3 layer on 32 64x64 maps), and CPU memory is rarely what limits the batch
+    (``ACCUMULATION`` overrides the choice). ``targets`` None means hard ``labels``.
     """
     def loss_fn(params, batch_stats, images, targets, labels, rng):
         variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
@@ -138,11 +144,20 @@ def _gradients(state: TrainState, images, targets, labels, rng, *, model: models
                                                  jax.random.fold_in(rng, index))
         return (jax.tree_util.tree_map(jnp.add, grads_sum, grads), stats), (loss, logits)
 
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-    (grads, stats), (losses, logits) = jax.lax.scan(
-        micro, (zeros, state.batch_stats),
-        (micro_batches(images), micro_batches(targets), micro_batches(labels),
-         jnp.arange(accum_steps)))
+    carry = (jax.tree_util.tree_map(jnp.zeros_like, state.params), state.batch_stats)
+    xs = (micro_batches(images), micro_batches(targets), micro_batches(labels),
+          jnp.arange(accum_steps))
+    how = ACCUMULATION if ACCUMULATION != "auto" else (
+        "unroll" if jax.default_backend() == "cpu" else "scan")
+    if how == "scan":
+        (grads, stats), (losses, logits) = jax.lax.scan(micro, carry, xs)
+    else:
+        outs = []
+        for i in range(accum_steps):
+            carry, out = micro(carry, jax.tree_util.tree_map(lambda x: x[i], xs))
+            outs.append(out)
+        (grads, stats), (losses, logits) = carry, jax.tree_util.tree_map(
+            lambda *x: jnp.stack(x), *outs)
     grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
     return losses.mean(), logits.reshape(-1, logits.shape[-1]), stats, grads
 
