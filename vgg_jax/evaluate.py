@@ -296,10 +296,8 @@ def write_results(rows: list[dict], out_dir: str) -> None:
 FLAGS = flags.FLAGS
 
 
-def define_ema_flag() -> None:
-    """``--ema`` (default) / ``--noema``: which weights of a run trained with ``ema_decay``."""
-    flags.DEFINE_bool("ema", True, "Use the moving-average weights of a checkpoint trained "
-                      "with ema_decay; --noema: its trained weights.")
+EMA_FLAG_HELP = ("Use the moving-average weights of a checkpoint trained with ema_decay; "
+                 "--noema: its trained weights.")
 
 
 def define_flags() -> None:
@@ -316,7 +314,7 @@ def define_flags() -> None:
     flags.DEFINE_string("split", "", "Split to evaluate (default: the config's eval_split).")
     flags.DEFINE_string("out", "", "Directory for results.json/csv (default: CKPT/eval).")
     flags.DEFINE_integer("batch_size", 32, "Crops or dense inputs per batch.", lower_bound=1)
-    define_ema_flag()
+    flags.DEFINE_bool("ema", True, EMA_FLAG_HELP)
     flags.mark_flags_as_required(["checkpoint", "config"])
 
 

@@ -68,7 +68,7 @@ def define_flags() -> None:
     flags.register_validator("scales", lambda v: all(q.strip().isdigit() for q in v),
                              message="--scales takes whole numbers, e.g. 256,384.")
     flags.DEFINE_integer("top", 5, "How many classes to print per image.", lower_bound=1)
-    evaluate.define_ema_flag()
+    flags.DEFINE_bool("ema", True, evaluate.EMA_FLAG_HELP)
     flags.mark_flags_as_required(["checkpoint"])
 
 
