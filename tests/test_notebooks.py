@@ -49,7 +49,10 @@ def test_architecture_notebook(tmp_path):
     assert (twins["D-7x7"]["params"], twins["D-7x7"]["macs"]) == (144_727_144, 15_521_644_544)
     assert twins["B"]["conv_relus"] == twins["B-5x5+1x1"]["conv_relus"] == 10
     assert twins["B-5x5"]["conv_relus"] == twins["D-7x7"]["conv_relus"] == 5
-    assert all(0 < s < 32 for s in numbers["erf_spread_init"].values())
+    spread = numbers["erf_spread_init"]
+    assert set(spread) == {"B", "B-5x5", "D", "D-7x7"} and all(0 < s < 32 for s in spread.values())
+    # A stack of 3x3 concentrates on the centre; one large kernel spreads over its field.
+    assert spread["B-5x5"] > spread["B"] and spread["D-7x7"] > spread["D"]
 
 
 def test_train_notebook(tmp_path):
