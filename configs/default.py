@@ -55,9 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Recipes beyond the paper (README, "Training recipes"); all off by default.
     c.optimizer = "sgd"        # sgd (momentum, nesterov, L2 decay) | adamw | lars
     c.weight_decay_on = "kernels"  # kernels (conv/fc weights: not biases or BatchNorm) | all
-    c.adam_b1 = 0.9
-    c.adam_b2 = 0.999
-    c.lars_trust_coefficient = 0.001
+    c.adam_b1 = 0.9            # adamw: decay of the first moment
+    c.adam_b2 = 0.999          # adamw: decay of the second moment
+    c.lars_trust_coefficient = 0.001  # lars: the layer-wise trust ratio's coefficient
     c.grad_clip_norm = 0.0     # > 0: clip the gradients' global norm
     c.grad_accum_steps = 1     # the batch as k micro-batches (same update, 1/k the memory)
     c.label_smoothing = 0.0
