@@ -221,6 +221,16 @@ def model_variables(raw: dict, ema: bool = True) -> dict:
     return variables
 
 
+def load_latest(path: str, ema: bool = True) -> tuple[ModelRecord, dict]:
+    """The record and model variables of the latest checkpoint under ``path`` (a workdir,
+    its checkpoints folder or a ``convert --out``); EMA weights unless ``ema`` is False."""
+    store = open_read_only(path)
+    try:
+        return store.record(), model_variables(store.restore_raw(), ema)
+    finally:
+        store.close()
+
+
 def open_read_only(path: str, what: str = "") -> Checkpoints:
     """The checkpoints of a workdir (or its ``checkpoints`` folder), read-only.
 

@@ -87,7 +87,7 @@ def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = 
 
 def conv_same(lhs: Array, rhs: Array, window_strides, padding, *, lhs_dilation=None,
               rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-              precision=None, training: bool = False) -> Array:
+              precision=None, training: bool = False, algorithm: str = "auto") -> Array:
     """``lax.conv_general_dilated`` for ``nn.Conv``: ``convolve`` for VGG's convolutions
     (stride 1, "SAME", odd kernels), ``lax.conv_general_dilated`` for anything else."""
     kh, kw = rhs.shape[:2]
@@ -98,7 +98,7 @@ def conv_same(lhs: Array, rhs: Array, window_strides, padding, *, lhs_dilation=N
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
             feature_group_count=feature_group_count, precision=precision)
-    return convolve(lhs, rhs, training=training)
+    return convolve(lhs, rhs, algorithm, training=training)
 
 
 def _im2col(x: Array, kernel: Array) -> Array:

@@ -59,10 +59,7 @@ class Net:
         A run trained with ``ema_decay`` is evaluated with its EMA weights unless ``ema`` is
         False.
         """
-        store = checkpoints.open_read_only(path)
-        record = store.record()
-        variables = checkpoints.model_variables(store.restore_raw(), ema)
-        store.close()
+        record, variables = checkpoints.load_latest(path, ema)
         return cls(record.build(), variables, record)
 
     def _put(self, array: np.ndarray):

@@ -209,6 +209,8 @@ class VGG(nn.Module):
         fan-out convs as torchvision, fan-in FC layers) or 'auto' (He with BatchNorm, Glorot without).
       dtype / param_dtype: computation and parameter dtypes (bf16 / float32 mixed precision).
       bn_axis_name: pmap axis over which BatchNorm statistics are averaged in training.
+      conv_algorithm: how the convolutions are computed (``vgg_jax.conv``): 'auto' picks per
+        layer; 'xla' keeps every one a plain ``lax.conv_general_dilated`` (what exporters want).
 
     Calling ``model.apply(variables, images, train=..., dense=...)`` with NHWC images returns
     logits (N, num_classes); with ``dense=True`` the class score map is averaged spatially
@@ -227,14 +229,16 @@ class VGG(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     bn_axis_name: Optional[str] = None
+    conv_algorithm: str = "auto"
 
-    def _record(self, name: str, x: Array) -> None:
+    def _record(self, name: str, x: Array) -> Array:
         # One sown dict, so that feature names may equal the submodules' names (conv1_1).
+        # Returns x, so that an interceptor (vgg_jax.explain) can stand in for the activation.
         self.sow("intermediates", "layers", x, init_fn=dict, reduce_fn=lambda d, v: {**d, name: v})
+        return x
 
     def _hidden(self, x: Array, name: str, train: bool) -> Array:
-        x = nn.relu(x)
-        self._record(name, x)
+        x = self._record(name, nn.relu(x))
         return nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
     @nn.compact
@@ -258,7 +262,7 @@ class VGG(nn.Module):
             mask = mask.astype(x.dtype)
             x = x * mask
         # How each convolution is computed (XLA, im2col, Winograd in inference): vgg_jax.conv.
-        conv_fn = functools.partial(conv_same, training=train)
+        conv_fn = functools.partial(conv_same, training=train, algorithm=self.conv_algorithm)
         for b, block in enumerate(spec.blocks, start=1):
             for i, (channels, kernel) in enumerate(block, start=1):
                 name = f"{b}_{i}"
@@ -273,15 +277,15 @@ class VGG(nn.Module):
                 x = nn.relu(x)
                 if mask is not None:
                     x = x * mask.astype(x.dtype)
-                self._record(f"conv{name}", x)
+                x = self._record(f"conv{name}", x)
             if spec.lrn and b == 1:
                 x = local_response_norm(x)
-                self._record("lrn1", x)
+                x = self._record("lrn1", x)
             x = max_pool_2x2(x)
             if mask is not None:  # a pooled cell is valid where all its pixels are
                 mask = -max_pool_2x2(-mask)
                 x = x * mask.astype(x.dtype)
-            self._record(f"pool{b}", x)
+            x = self._record(f"pool{b}", x)
         if not self.include_top:
             return x
 
