@@ -71,6 +71,11 @@ def _draw_shape(draw: ImageDraw.ImageDraw, name: str, cx: float, cy: float, r: f
 
 def render(label: int, seed: int) -> np.ndarray:
     """Draws one RGB uint8 image of class ``label`` from ``seed``."""
+    return render_with_box(label, seed)[0]
+
+
+def render_with_box(label: int, seed: int) -> tuple[np.ndarray, tuple[float, ...]]:
+    """``render``'s image and the box (x0, y0, x1, y1) in pixels that holds the shape."""
     rng = np.random.default_rng(seed)
     n = IMAGE_SIZE
     # Background: a random two-colour gradient, plus noise added after drawing.
@@ -101,7 +106,14 @@ def render(label: int, seed: int) -> np.ndarray:
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
     arr = np.asarray(img).astype(np.float32) + rng.normal(0, rng.uniform(2, 12), (n, n, 3))
-    return np.clip(arr, 0, 255).astype(np.uint8)
+    return np.clip(arr, 0, 255).astype(np.uint8), (cx - r, cy - r, cx + r, cy + r)
+
+
+def example(split: str, index: int) -> tuple[np.ndarray, int, tuple[float, ...]]:
+    """Example ``index`` of ``split`` before JPEG encoding: (image, label, shape's box)."""
+    label = index % len(CLASSES)
+    image, box = render_with_box(label, seed=_SPLIT_SEEDS[split] * 10_000_019 + index)
+    return image, label, box
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
@@ -134,8 +146,6 @@ class VggShapes(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in SPLIT_SIZES}
 
     def _generate_examples(self, split: str):
-        size, split_seed = SPLIT_SIZES[split], _SPLIT_SEEDS[split]
-        for i in range(size):
-            label = i % len(CLASSES)
-            image = render(label, seed=split_seed * 10_000_019 + i)
+        for i in range(SPLIT_SIZES[split]):
+            image, label, _ = example(split, i)
             yield i, {"image": encode_jpeg(image), "label": label}
