@@ -28,13 +28,14 @@ def cpu_description() -> str:
     return f"{model} ({', '.join(isa) or 'no AVX2'}), {len(os.sched_getaffinity(0))} cores"
 
 
-def append_row(name: str, title: str, intro: str, columns: list[str], values: list) -> str:
-    """Writes ``results/<name>.md`` (title, intro, header) if absent, then one row.
+def append_row(name: str, title: str, intro: str, columns: list[str], values: list,
+               directory: str = RESULTS) -> str:
+    """Writes ``<directory>/<name>.md`` (title, intro, header) if absent, then one row.
 
     The row starts with the date and the exact command line and ends with the machine.
     """
-    path = os.path.join(RESULTS, f"{name}.md")
-    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(directory, f"{name}.md")
+    os.makedirs(directory, exist_ok=True)
     columns = ["date", "command", *columns, "machine"]
     if not os.path.exists(path):
         with open(path, "w") as f:
