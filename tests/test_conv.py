@@ -25,7 +25,7 @@ def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
     x = jax.random.normal(jax.random.key(0), (2, *hw, cin))
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, 5)) / (3 * cin ** 0.5)
     if algorithm != "winograd" or min(hw) >= 28:
-        assert conv.choose(x.shape, w.shape, backend="cpu") == algorithm
+        assert conv.choose(x.shape, w.shape, backend="cpu", onednn=False) == algorithm
     assert conv.choose(x.shape, w.shape, backend="gpu") in ("im2col", "xla")
 
     reference = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
@@ -50,10 +50,11 @@ def test_convolution_rejects_unknown_algorithms():
 def test_inference_with_winograd_matches_direct_convolution(monkeypatch):
     """VGG-11's blocks 3-4 at 112x112 (28-pixel maps, 256-512 channels) take Winograd in
     inference on CPU; features agree with XLA's direct convolutions to float32 rounding."""
+    monkeypatch.setattr(conv, "_onednn_available", lambda: False)  # the rules without it
     model = models.create_model("vgg11", include_top=False)
     x = jax.random.uniform(jax.random.key(0), (2, 112, 112, 3))
     variables = model.init(jax.random.key(1), x)
-    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu") == "winograd"
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu", onednn=False) == "winograd"
     assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu",
                        training=True) == "xla"
     assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu",
@@ -78,4 +79,4 @@ def test_large_kernels_are_cut_to_what_the_map_reaches():
     assert conv.effective_kernel(w, 4, 9) is w
     for k in (5, 7):
         for side in (14, 28, 56):
-            assert conv.choose((8, side, side, 512), (k, k, 512, 512), backend="cpu") == "xla"
+            assert conv.choose((8, side, side, 512), (k, k, 512, 512), backend="cpu", onednn=False) == "xla"

@@ -1,7 +1,11 @@
-"""How VGG's stride-1 "SAME" convolutions are computed: XLA, im2col or Winograd.
+"""How VGG's stride-1 "SAME" convolutions are computed: oneDNN, XLA, im2col or Winograd.
 
 ``conv_same`` is the ``conv_general_dilated`` that ``models.VGG`` hands to ``nn.Conv``. It
 picks, per layer shape (``algorithm``):
+- on CPU, where ``vgg_jax.onednn``'s kernels are built, every convolution by oneDNN
+  (forward, input and kernel gradients; float32 and bfloat16): on a 2-core AMD EPYC with
+  AVX-512 a CIFAR-size training step of VGG-11/4 ran 1.56x faster than with the rules below
+  (``benchmarks/results/onednn.md``). Elsewhere, or without the kernels:
 - tiny maps (2x2 or smaller; 4x4 or smaller under 5x5 and 7x7 kernels) as one matrix
   product over the gathered taps (im2col): XLA:CPU convolves them ~80x below its peak
   (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s; a 5x5 and a 7x7 kernel on 4x4 maps,
@@ -13,7 +17,7 @@ picks, per layer shape (``algorithm``):
   step ran slower with it (measurements: ``benchmarks/results/layers.md`` and
   ``speed.md``); not in bfloat16, whose transforms would lose precision;
 - everything else: ``lax.conv_general_dilated``.
-All three compute the same convolution (Winograd to float32 rounding, ~1e-6 relative).
+All compute the same convolution (Winograd and oneDNN to float32 rounding, ~1e-6 relative).
 Whatever the algorithm, a kernel larger than its map can reach (a 7x7 kernel on a 2x2 map:
 only its centre 3x3 ever meets a pixel, the rest sees "SAME" padding) is first cut to the
 part that can (``effective_kernel``): the same result for less work (5x5 and 7x7 twins).
@@ -33,7 +37,7 @@ SMALL_MAP = 2  # maps this small (or smaller) are convolved as one matrix produc
 LARGE_KERNEL_MAP = 4  # ... and so are maps this small under kernels larger than 3x3
 WINOGRAD_MAPS = (28, 56)  # smallest and largest map side that Winograd takes on CPU
 WINOGRAD_MIN_CHANNELS = 256
-ALGORITHMS = ("auto", "xla", "im2col", "winograd")
+ALGORITHMS = ("auto", "xla", "im2col", "winograd", "onednn")
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 # F(2, 3): y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and 3x3 kernel g.
@@ -43,17 +47,30 @@ _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
 
 def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = False,
-           dtype=jnp.float32) -> str:
-    """The algorithm ``conv_same`` uses for an NHWC input and HWIO kernel of these shapes."""
+           dtype=jnp.float32, onednn: bool | None = None) -> str:
+    """The algorithm ``conv_same`` uses for an NHWC input and HWIO kernel of these shapes.
+
+    ``onednn``: whether oneDNN's kernels may be used (default: on CPU, if they are built).
+    """
     _, h, w, c = x_shape
+    backend = backend or jax.default_backend()
+    if onednn is None:
+        onednn = backend == "cpu" and _onednn_available()
+    if onednn and backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16):
+        return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
         return "im2col"
     low, high = WINOGRAD_MAPS
     if (tuple(kernel_shape[:2]) == (3, 3) and low <= min(h, w) and max(h, w) <= high
             and c >= WINOGRAD_MIN_CHANNELS and not training and dtype == jnp.float32
-            and (backend or jax.default_backend()) == "cpu"):
+            and backend == "cpu"):
         return "winograd"
     return "xla"
+
+
+def _onednn_available() -> bool:
+    from vgg_jax import onednn  # imported late: it builds its kernels on first use
+    return onednn.available()
 
 
 def effective_kernel(kernel: Array, height: int, width: int) -> Array:
@@ -73,7 +90,8 @@ def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = 
     """Stride-1 "SAME" convolution of NHWC ``x`` with an HWIO ``kernel`` of odd size."""
     kernel = effective_kernel(kernel, x.shape[1], x.shape[2])
     if algorithm == "auto":
-        algorithm = choose(x.shape, kernel.shape, training=training, dtype=x.dtype)
+        algorithm = choose(x.shape, kernel.shape, training=training, dtype=x.dtype,
+                           onednn=None if x.dtype == kernel.dtype else False)
     if algorithm == "xla":
         return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
     if algorithm == "im2col":
@@ -82,6 +100,12 @@ def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = 
         if tuple(kernel.shape[:2]) != (3, 3):
             raise ValueError(f"Winograd F(2x2, 3x3) needs a 3x3 kernel, got {kernel.shape}.")
         return winograd(x, kernel)
+    if algorithm == "onednn":
+        from vgg_jax import onednn
+        if not (onednn.available() and onednn.supports(x.dtype, kernel.dtype)):
+            raise ValueError(f"oneDNN convolutions need the built kernels (python -m "
+                             f"vgg_jax.onednn) and float32 or bfloat16 operands of one dtype.")
+        return onednn.conv(x, kernel)
     raise ValueError(f"Unknown convolution algorithm {algorithm!r}; use one of {ALGORITHMS}.")
 
 

@@ -1,0 +1,141 @@
+"""oneDNN's convolutions: XLA's values and gradients, the same training, pmap, the fallback."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import ROOT
+from vgg_jax import conv, models, onednn
+
+pytestmark = pytest.mark.skipif(not onednn.available(),
+                                reason="oneDNN kernels not buildable here (see the log)")
+
+
+def _xla(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_kernels_are_built_and_pick_a_cpu_kernel():
+    assert os.path.exists(onednn.library_path())
+    impl = onednn.implementation((2, 14, 14, 64), (3, 3, 64, 64))
+    assert impl and "ref" not in impl, impl  # a JIT kernel for this ISA, not the reference
+    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu") == "onednn"
+    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="gpu") == "xla"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", [
+    (2, 56, 56, 64, 3, 64),    # VGG block 1-2 shapes (small batch)
+    (2, 28, 28, 128, 3, 256),
+    (4, 7, 7, 512, 3, 512),
+    (2, 9, 7, 5, 3, 6),        # odd sizes and channel counts
+    (2, 32, 32, 3, 3, 16),     # conv1_1: three input channels
+    (3, 8, 8, 16, 1, 8),       # C's 1x1 convolutions
+    (3, 8, 8, 16, 5, 8),       # the 5x5 and 7x7 twins
+    (2, 6, 6, 8, 7, 4),
+    (16, 2, 2, 32, 3, 32),     # block 5 of a 32x32 image
+])
+def test_values_and_gradients_match_xla(shape, dtype):
+    n, h, w, c, k, o = shape
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, h, w, c)), dtype)
+    kernel = jnp.asarray(rng.normal(size=(k, k, c, o)) / np.sqrt(k * k * c), dtype)
+    dy = jnp.asarray(rng.normal(size=(n, h, w, o)), jnp.float32)
+    f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+    y, vjp = jax.vjp(onednn.conv, x, kernel)
+    want, want_vjp = jax.vjp(_xla, f32(x), f32(kernel))
+    assert y.dtype == x.dtype
+    got = (y, *vjp(dy.astype(x.dtype)))
+    tol = 1e-5 if dtype == "float32" else 2e-2  # relative to the largest value
+    for a, b in zip(got, (want, *want_vjp(dy))):
+        assert a.shape == b.shape
+        scale = float(jnp.abs(b).max())
+        assert float(jnp.abs(f32(a) - b).max()) <= tol * scale
+
+
+def _train(algorithm: str, dtype=jnp.float32, steps: int = 8) -> list[float]:
+    model = models.VGG(arch="vgg11_bn", num_classes=5, width=1 / 8, fc_width=32,
+                       dropout_rate=0.0, dtype=dtype, conv_algorithm=algorithm)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(16, 32, 32, 3)), jnp.float32)
+    y = jnp.asarray(np.arange(16) % 5)
+    variables = model.init(jax.random.key(0), x[:1])
+    tx = optax.sgd(0.05, 0.9)
+    params, stats, opt = variables["params"], variables["batch_stats"], None
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, stats, opt):
+        def loss(p):
+            logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                      mutable=["batch_stats"])
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits.astype(jnp.float32), y).mean(), new["batch_stats"]
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), stats, opt, value
+
+    losses = []
+    for _ in range(steps):
+        params, stats, opt, value = step(params, stats, opt)
+        losses.append(float(value))
+    return losses
+
+
+def test_training_gives_xlas_loss_curve():
+    xla, ours = _train("xla"), _train("onednn")
+    assert ours[-1] < ours[0]  # it learns
+    np.testing.assert_allclose(ours, xla, rtol=1e-4)
+    bf16 = _train("onednn", jnp.bfloat16)
+    # bfloat16 follows float32 within its precision at first, then on its own path down.
+    np.testing.assert_allclose(bf16[:3], xla[:3], rtol=5e-2)
+    assert bf16[-1] < 0.1 * bf16[0]
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=600)
+
+
+def test_pmap_over_four_cpu_devices_matches_one():
+    res = _python("""
+        import jax, jax.numpy as jnp, numpy as np
+        from vgg_jax import onednn
+        assert jax.local_device_count() == 4
+        x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2, 12, 12, 8)), jnp.float32)
+        k = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 8, 8)), jnp.float32)
+        loss = lambda k, x: (onednn.conv(x, k) ** 2).mean()
+        per_device = jax.pmap(jax.grad(loss), in_axes=(None, 0))(k, x)
+        one = jnp.stack([jax.grad(loss)(k, x[i]) for i in range(4)])
+        np.testing.assert_allclose(per_device, one, rtol=1e-5, atol=1e-6)
+        print("ok")
+        """, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
+
+
+def test_fallback_without_the_kernels(tmp_path):
+    """No compiler: one log line, XLA's convolutions, the net still runs."""
+    res = _python("""
+        import jax, jax.numpy as jnp
+        from vgg_jax import conv, models, onednn
+        print("available", onednn.available())
+        print("route", conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu"))
+        m = models.VGG(arch="vgg11", num_classes=3, width=1 / 16, fc_width=8)
+        v = m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+        print("logits", m.apply(v, jnp.ones((2, 32, 32, 3))).shape)
+        """, VGG_JAX_CACHE=str(tmp_path / "empty"), CXX="/nonexistent/g++")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split("\n")[:3] == ["available False", "route xla", "logits (2, 3)"]
+    warnings = [ln for ln in res.stderr.splitlines() if "oneDNN kernels unavailable" in ln]
+    assert len(warnings) == 1 and "no C++ compiler" in warnings[0], res.stderr[-1500:]
+    off = _python("from vgg_jax import onednn; print(onednn.available())", VGG_JAX_NO_ONEDNN="1")
+    assert off.stdout.strip() == "False"

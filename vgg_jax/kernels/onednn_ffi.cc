@@ -1,0 +1,213 @@
+// oneDNN convolutions and matrix products as XLA FFI custom calls (see vgg_jax/onednn.py).
+//
+// Every handler takes NHWC activations and HWIO kernels (JAX's layouts), float32 or
+// bfloat16 (both operands the same), accumulates in float32 and writes its result in the
+// result buffer's dtype. Primitives are created once per shape and dtype and cached; oneDNN
+// picks the kernel (AVX2, AVX-512, AVX-512 BF16, AMX) for this CPU, with kernels in its own
+// blocked layout where that is faster (reordered from HWIO on every call).
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+memory::data_type DnnlType(ffi::DataType t) {
+  return t == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+bool Supported(ffi::DataType t) { return t == ffi::DataType::BF16 || t == ffi::DataType::F32; }
+
+// A primitive with the memory descriptors it was made for; "user" descriptors are the
+// layouts JAX hands over, the others what the primitive wants.
+struct Plan {
+  dnnl::primitive primitive;
+  memory::desc a, b, c;        // what the primitive reads and writes
+  memory::desc a_user, b_user, c_user;
+  memory::desc scratchpad;     // per call: calls from several devices' threads run at once
+  std::string impl;
+};
+
+using Key = std::tuple<int, std::vector<int64_t>, int, int>;
+std::mutex cache_mutex;
+std::map<Key, std::shared_ptr<Plan>> cache;
+
+enum Op { kConvForward = 0, kConvBackwardData = 1, kConvBackwardWeights = 2, kMatmul = 3 };
+
+memory::dims Pad(int64_t k) { return {k / 2, k / 2}; }
+
+// dims: N, H, W, C, KH, KW, O (convolutions) or M, K, N (matmul).
+std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::data_type in,
+                               memory::data_type out) {
+  auto plan = std::make_shared<Plan>();
+  auto& eng = Engine();
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (op == kMatmul) {
+    int64_t m = d[0], k = d[1], n = d[2];
+    plan->a_user = plan->a = memory::desc({m, k}, in, tag::ab);
+    plan->b_user = memory::desc({k, n}, in, tag::ab);
+    plan->c_user = plan->c = memory::desc({m, n}, out, tag::ab);
+    auto pd = dnnl::matmul::primitive_desc(eng, plan->a, memory::desc({k, n}, in, tag::any),
+                                           plan->c, attr);
+    plan->scratchpad = pd.scratchpad_desc();
+    plan->b = pd.weights_desc();
+    plan->primitive = dnnl::matmul(pd);
+    plan->impl = pd.impl_info_str();
+    return plan;
+  }
+  int64_t n = d[0], h = d[1], w = d[2], c = d[3], kh = d[4], kw = d[5], o = d[6];
+  memory::dims strides = {1, 1}, pad_h_w = {kh / 2, kw / 2};
+  auto src = memory::desc({n, c, h, w}, in, tag::nhwc);
+  auto wei_any = memory::desc({o, c, kh, kw}, in, tag::any);
+  auto wei_user = memory::desc({o, c, kh, kw}, in, tag::hwio);
+  auto dst = memory::desc({n, o, h, w}, in, tag::nhwc);
+  auto fwd = dnnl::convolution_forward::primitive_desc(
+      eng, op == kConvForward ? dnnl::prop_kind::forward_inference
+                              : dnnl::prop_kind::forward_training,
+      dnnl::algorithm::convolution_direct, src,
+      wei_any, memory::desc({n, o, h, w}, op == kConvForward ? out : in, tag::nhwc), strides,
+      pad_h_w, pad_h_w, attr);
+  if (op == kConvForward) {
+    plan->a_user = plan->a = src;
+    plan->b_user = wei_user;
+    plan->b = fwd.weights_desc();
+    plan->c_user = plan->c = memory::desc({n, o, h, w}, out, tag::nhwc);
+    plan->primitive = dnnl::convolution_forward(fwd);
+    plan->scratchpad = fwd.scratchpad_desc();
+    plan->impl = fwd.impl_info_str();
+  } else if (op == kConvBackwardData) {  // a = dy, b = kernel, c = dx
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        eng, dnnl::algorithm::convolution_direct, memory::desc({n, c, h, w}, out, tag::nhwc),
+        wei_any, dst, strides, pad_h_w, pad_h_w, fwd, attr);
+    plan->scratchpad = pd.scratchpad_desc();
+    plan->a_user = plan->a = dst;
+    plan->b_user = wei_user;
+    plan->b = pd.weights_desc();
+    plan->c_user = plan->c = pd.diff_src_desc();
+    plan->primitive = dnnl::convolution_backward_data(pd);
+    plan->impl = pd.impl_info_str();
+  } else {  // a = x, b = dy, c = d kernel
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        eng, dnnl::algorithm::convolution_direct, src,
+        memory::desc({o, c, kh, kw}, out, tag::any), dst, strides, pad_h_w, pad_h_w, fwd, attr);
+    plan->scratchpad = pd.scratchpad_desc();
+    plan->a_user = plan->a = src;
+    plan->b_user = plan->b = dst;
+    plan->c = pd.diff_weights_desc();
+    plan->c_user = memory::desc({o, c, kh, kw}, out, tag::hwio);
+    plan->primitive = dnnl::convolution_backward_weights(pd);
+    plan->impl = pd.impl_info_str();
+  }
+  return plan;
+}
+
+std::shared_ptr<Plan> GetPlan(Op op, const std::vector<int64_t>& dims, memory::data_type in,
+                              memory::data_type out) {
+  Key key{op, dims, static_cast<int>(in), static_cast<int>(out)};
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  auto plan = MakePlan(op, dims, in, out);
+  cache.emplace(key, plan);
+  return plan;
+}
+
+// Runs a plan on raw buffers, reordering from and to JAX's layouts where they differ.
+void Run(Op op, const Plan& p, void* a, void* b, void* c) {
+  auto& eng = Engine();
+  dnnl::stream stream(eng);
+  memory a_mem(p.a_user, eng, a), b_mem(p.b_user, eng, b), c_user(p.c_user, eng, c);
+  if (p.b != p.b_user) {
+    memory blocked(p.b, eng);
+    dnnl::reorder(b_mem, blocked).execute(stream, b_mem, blocked);
+    b_mem = blocked;
+  }
+  memory c_mem = p.c != p.c_user ? memory(p.c, eng) : c_user;
+  int a_arg, b_arg, c_arg;
+  switch (op) {
+    case kConvForward: a_arg = DNNL_ARG_SRC; b_arg = DNNL_ARG_WEIGHTS; c_arg = DNNL_ARG_DST; break;
+    case kConvBackwardData:
+      a_arg = DNNL_ARG_DIFF_DST; b_arg = DNNL_ARG_WEIGHTS; c_arg = DNNL_ARG_DIFF_SRC; break;
+    case kConvBackwardWeights:
+      a_arg = DNNL_ARG_SRC; b_arg = DNNL_ARG_DIFF_DST; c_arg = DNNL_ARG_DIFF_WEIGHTS; break;
+    default: a_arg = DNNL_ARG_SRC; b_arg = DNNL_ARG_WEIGHTS; c_arg = DNNL_ARG_DST;
+  }
+  memory scratchpad(p.scratchpad, eng);
+  p.primitive.execute(stream, {{a_arg, a_mem}, {b_arg, b_mem}, {c_arg, c_mem},
+                               {DNNL_ARG_SCRATCHPAD, scratchpad}});
+  if (p.c != p.c_user) dnnl::reorder(c_mem, c_user).execute(stream, c_mem, c_user);
+  stream.wait();
+}
+
+ffi::Error Call(Op op, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+                std::vector<int64_t> dims) {
+  if (!Supported(a.element_type()) || a.element_type() != b.element_type() ||
+      !Supported(c->element_type()))
+    return ffi::Error::InvalidArgument("vgg_jax oneDNN kernels take float32 or bfloat16");
+  try {
+    auto plan = GetPlan(op, dims, DnnlType(a.element_type()), DnnlType(c->element_type()));
+    Run(op, *plan, a.untyped_data(), b.untyped_data(), c->untyped_data());
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+std::vector<int64_t> Dims(ffi::AnyBuffer::Dimensions d) { return {d.begin(), d.end()}; }
+
+ffi::Error ConvForward(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> y) {
+  auto xd = Dims(x.dimensions()), kd = Dims(k.dimensions());
+  return Call(kConvForward, x, k, y, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]});
+}
+
+ffi::Error ConvBackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> dx) {
+  auto yd = Dims(dy.dimensions()), kd = Dims(k.dimensions());
+  return Call(kConvBackwardData, dy, k, dx, {yd[0], yd[1], yd[2], kd[2], kd[0], kd[1], kd[3]});
+}
+
+ffi::Error ConvBackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                               ffi::Result<ffi::AnyBuffer> dk) {
+  auto xd = Dims(x.dimensions()), kd = Dims(dk->dimensions());
+  return Call(kConvBackwardWeights, x, dy, dk, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]});
+}
+
+ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c) {
+  auto ad = Dims(a.dimensions()), bd = Dims(b.dimensions());
+  return Call(kMatmul, a, b, c, {ad[0], ad[1], bd[1]});
+}
+
+}  // namespace
+
+#define VGG_BINARY ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvForward, ConvForward, VGG_BINARY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardData, ConvBackwardData, VGG_BINARY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeights, ConvBackwardWeights, VGG_BINARY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggMatmul, Matmul, VGG_BINARY);
+
+// The kernel oneDNN picked for a convolution (empty if it cannot make one): for logs and tests.
+extern "C" const char* VggConvImplementation(int64_t n, int64_t h, int64_t w, int64_t c,
+                                             int64_t kh, int64_t kw, int64_t o, int bf16) {
+  static thread_local std::string impl;
+  try {
+    auto t = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+    impl = GetPlan(kConvForward, {n, h, w, c, kh, kw, o}, t, t)->impl;
+  } catch (const dnnl::error&) {
+    impl.clear();
+  }
+  return impl.c_str();
+}

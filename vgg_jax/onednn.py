@@ -1,0 +1,190 @@
+"""oneDNN's CPU kernels for VGG's convolutions, called from JAX as XLA FFI custom calls.
+
+``conv(x, kernel)`` is a stride-1 "SAME" convolution of NHWC ``x`` with an HWIO ``kernel``
+(float32, or bfloat16 accumulated in float32) whose forward pass, input gradient and kernel
+gradient are oneDNN primitives (``kernels/onednn_ffi.cc``); oneDNN picks the kernel for this
+CPU (AVX2, AVX-512, AVX-512 BF16, AMX). ``vgg_jax.conv`` routes to it on CPU.
+
+The C++ source is compiled on first use with the system's C++ compiler, against JAX's FFI
+headers (``jax.ffi.include_dir()``) and the oneDNN packages vgg_jax depends on
+(``onednn-cpu-gomp``, ``onednn-devel-cpu-gomp``), into ``$VGG_JAX_CACHE`` (default
+``~/.cache/vgg_jax``), once per source and JAX version. ``python -m vgg_jax.onednn`` builds
+it and prints the kernels oneDNN picks here. Where it cannot be built or loaded (no
+compiler, no oneDNN, not x86-64) or ``VGG_JAX_NO_ONEDNN=1``, ``available()`` is False, one
+log line says why, and every convolution stays XLA's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+Array = Any
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "onednn_ffi.cc")
+TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
+           "vgg_onednn_conv_backward_data": "VggConvBackwardData",
+           "vgg_onednn_conv_backward_weights": "VggConvBackwardWeights",
+           "vgg_onednn_matmul": "VggMatmul"}
+_DTYPES = (jnp.float32, jnp.bfloat16)
+
+
+class BuildError(RuntimeError):
+    """The kernels could not be compiled here (the message says what is missing)."""
+
+
+def _prefixes() -> list[str]:
+    """Where pip puts the oneDNN packages' include/ and lib/ (the interpreter's prefixes)."""
+    found = []
+    for p in (sys.prefix, sys.base_prefix, os.path.dirname(sysconfig.get_paths()["data"])):
+        if p not in found:
+            found.append(p)
+    return found
+
+
+def _onednn_prefix() -> str:
+    for prefix in _prefixes():
+        if (os.path.exists(os.path.join(prefix, "include", "dnnl.hpp"))
+                and os.path.exists(os.path.join(prefix, "lib", "libdnnl.so"))):
+            return prefix
+    raise BuildError("oneDNN headers or library not found (pip install onednn-cpu-gomp "
+                     "onednn-devel-cpu-gomp, which vgg_jax lists)")
+
+
+def library_path() -> str:
+    """Where the compiled kernels for this source and this JAX live."""
+    with open(SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read() + jax.__version__.encode()).hexdigest()[:16]
+    cache = os.environ.get("VGG_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "vgg_jax")
+    return os.path.join(cache, f"onednn_ffi-{digest}.so")
+
+
+def build(force: bool = False) -> str:
+    """Compiles ``kernels/onednn_ffi.cc`` (unless already built); returns the library path."""
+    path = library_path()
+    if os.path.exists(path) and not force:
+        return path
+    compiler = shutil.which(os.environ.get("CXX") or "g++") or shutil.which("c++")
+    if not compiler or (os.environ.get("CXX") and not shutil.which(os.environ["CXX"])):
+        raise BuildError(f"no C++ compiler ({os.environ.get('CXX') or 'g++'} not found; "
+                         f"install g++ or set $CXX)")
+    prefix = _onednn_prefix()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, partial = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
+    os.close(fd)
+    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", SOURCE, "-o", partial,
+               f"-I{jax.ffi.include_dir()}", f"-I{os.path.join(prefix, 'include')}",
+               f"-L{os.path.join(prefix, 'lib')}", "-ldnnl",
+               f"-Wl,-rpath,{os.path.join(prefix, 'lib')}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        os.unlink(partial)
+        first = next((ln for ln in result.stderr.splitlines() if "error" in ln), result.stderr)
+        raise BuildError(f"compiling {os.path.basename(SOURCE)} failed: {first.strip()[:300]}")
+    os.replace(partial, path)  # atomic: concurrent builders (test workers) never see half
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> Optional[ctypes.CDLL]:
+    if os.environ.get("VGG_JAX_NO_ONEDNN") == "1":
+        logging.info("oneDNN kernels off (VGG_JAX_NO_ONEDNN=1): XLA's convolutions.")
+        return None
+    if platform.machine() not in ("x86_64", "AMD64"):
+        logging.info("oneDNN kernels are built for x86-64 only: XLA's convolutions.")
+        return None
+    # oneDNN's OpenMP threads would otherwise spin between primitives and starve XLA's own
+    # threads on the same cores (a bfloat16 training step ran 30x slower on 2 cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        lib = ctypes.CDLL(build())
+    except (BuildError, OSError) as e:
+        logging.warning("oneDNN kernels unavailable, using XLA's convolutions: %s", e)
+        return None
+    for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                    platform="cpu")
+    lib.VggConvImplementation.restype = ctypes.c_char_p
+    lib.VggConvImplementation.argtypes = [ctypes.c_int64] * 7 + [ctypes.c_int]
+    return lib
+
+
+def available() -> bool:
+    """Whether the kernels are built and loaded (building them on the first call)."""
+    return _load() is not None
+
+
+def implementation(x_shape, kernel_shape, dtype=jnp.float32) -> str:
+    """The oneDNN kernel a forward convolution of these shapes runs (e.g. ``brgconv:avx512_core``)."""
+    lib = _load()
+    if lib is None:
+        return ""
+    n, h, w, c = x_shape
+    kh, kw, _, o = kernel_shape
+    return lib.VggConvImplementation(n, h, w, c, kh, kw, o,
+                                     int(jnp.dtype(dtype) == jnp.bfloat16)).decode()
+
+
+def supports(x_dtype, kernel_dtype) -> bool:
+    """Whether ``conv`` takes these dtypes (float32 or bfloat16, both the same)."""
+    return jnp.dtype(x_dtype) == jnp.dtype(kernel_dtype) and any(
+        jnp.dtype(x_dtype) == d for d in _DTYPES)
+
+
+def _call(target: str, shape, dtype, a: Array, b: Array) -> Array:
+    if _load() is None:
+        raise RuntimeError("oneDNN kernels unavailable (see the log); check available() first")
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, dtype))(a, b)
+
+
+@jax.custom_vjp
+def conv(x: Array, kernel: Array) -> Array:
+    """Stride-1 "SAME" convolution, NHWC x HWIO -> NHWC, by oneDNN (odd kernel sizes)."""
+    return _call("vgg_onednn_conv_forward", (*x.shape[:3], kernel.shape[-1]), x.dtype, x, kernel)
+
+
+def _conv_fwd(x, kernel):
+    return conv(x, kernel), (x, kernel)
+
+
+def _conv_bwd(residuals, dy):
+    x, kernel = residuals
+    dy = dy.astype(x.dtype)
+    dx = _call("vgg_onednn_conv_backward_data", x.shape, x.dtype, dy, kernel)
+    dk = _call("vgg_onednn_conv_backward_weights", kernel.shape, kernel.dtype, x, dy)
+    return dx, dk
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def main() -> None:
+    """CLI: builds the kernels and prints what oneDNN runs for VGG-16's layer shapes here."""
+    from vgg_jax import cli
+    cli.setup_logging()
+    try:
+        print(f"built: {build()}")
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    for dtype in _DTYPES:
+        for (h, c, o) in ((224, 64, 64), (56, 256, 256), (14, 512, 512)):
+            impl = implementation((8, h, h, c), (3, 3, c, o), dtype)
+            print(f"{jnp.dtype(dtype).name:>8} 8x{h}x{h}x{c} -> {o}: {impl}")
+
+
+if __name__ == "__main__":
+    main()
