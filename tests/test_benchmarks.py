@@ -71,3 +71,22 @@ def test_export_benchmark_smoke(tmp_path):
                                     "TFLite interpreter (XNNPACK)", "onnxruntime (CPU)"]
     assert all(float(r[7]) < 1e-4 and float(r[8]) > 0 for r in rows[1:])
     assert rows[0][9] == "1.00x"
+
+
+def test_onednn_benchmark_smoke(tmp_path):
+    """Both routes of each step timed side by side, with the kernel oneDNN chose."""
+    from vgg_jax import onednn
+    if not onednn.available():
+        import pytest
+        pytest.skip("oneDNN kernels unavailable here")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn.py"),
+                           "--cases", "vgg11:32:4:0.125", "--rounds", "1", "--steps", "1",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in (tmp_path / "onednn.md").read_text().splitlines()
+            if line.startswith("| 20")]
+    assert [(r[4], r[5]) for r in rows] == [("float32", "train"), ("float32", "infer"),
+                                            ("bfloat16", "train"), ("bfloat16", "infer")]
+    assert all(float(r[6]) > 0 and float(r[7]) > 0 and r[8].endswith("x") for r in rows)
+    assert "avx" in rows[0][9] or "sse" in rows[0][9]  # a kernel for this CPU's ISA

@@ -50,7 +50,7 @@ def test_convolution_rejects_unknown_algorithms():
 def test_inference_with_winograd_matches_direct_convolution(monkeypatch):
     """VGG-11's blocks 3-4 at 112x112 (28-pixel maps, 256-512 channels) take Winograd in
     inference on CPU; features agree with XLA's direct convolutions to float32 rounding."""
-    monkeypatch.setattr(conv, "_onednn_available", lambda: False)  # the rules without it
+    monkeypatch.setattr(conv, "ONEDNN", False)  # the rules without oneDNN
     model = models.create_model("vgg11", include_top=False)
     x = jax.random.uniform(jax.random.key(0), (2, 112, 112, 3))
     variables = model.init(jax.random.key(1), x)

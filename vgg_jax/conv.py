@@ -38,6 +38,9 @@ LARGE_KERNEL_MAP = 4  # ... and so are maps this small under kernels larger than
 WINOGRAD_MAPS = (28, 56)  # smallest and largest map side that Winograd takes on CPU
 WINOGRAD_MIN_CHANNELS = 256
 ALGORITHMS = ("auto", "xla", "im2col", "winograd", "onednn")
+# Whether "auto" may pick oneDNN (where built): False gives the rules without it, e.g. for a
+# benchmark's baseline or a bit-for-bit comparison with runs made before it existed.
+ONEDNN = True
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 # F(2, 3): y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and 3x3 kernel g.
@@ -55,7 +58,7 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
     _, h, w, c = x_shape
     backend = backend or jax.default_backend()
     if onednn is None:
-        onednn = backend == "cpu" and _onednn_available()
+        onednn = ONEDNN and backend == "cpu" and _onednn_available()
     if onednn and backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16):
         return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):

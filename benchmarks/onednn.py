@@ -1,0 +1,127 @@
+"""oneDNN's convolutions against XLA's: whole training and inference steps, side by side.
+
+    python benchmarks/onednn.py [--cases vgg16:224:8,vgg11:32:128:0.25] [--rounds 3]
+
+For each case (arch:image size:batch[:width]) and dtype (float32, bfloat16), the same
+jit-compiled SGD training step and inference step, built twice in one process: with
+``vgg_jax.conv``'s rules without oneDNN (XLA, im2col, Winograd: what vgg_jax ran before
+``vgg_jax.onednn``) and with every convolution by oneDNN. Images/s are medians over
+``--rounds`` rounds of ``--steps`` steps, the two alternating. Prints the CPU model and its
+ISA extensions and oneDNN's kernel for a 3x3 layer; appends rows to
+benchmarks/results/onednn.md.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import results_table  # noqa: E402
+from vgg_jax import conv, models, onednn  # noqa: E402
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build(arch, size, batch, width, dtype, use_onednn: bool):
+    """(train step, inference step, state) compiled with or without oneDNN's kernels."""
+    conv.ONEDNN = use_onednn  # read while tracing: each step keeps the routes it was built with
+    try:
+        model = models.VGG(arch=arch, num_classes=1000 if width == 1 else 10, width=width,
+                           dtype=dtype, dropout_rate=0.0)
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32)
+        y = jnp.asarray(np.arange(batch) % model.num_classes)
+        variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+        tx = optax.sgd(0.001, 0.9)
+
+        def loss(params, stats):
+            logits, new = model.apply({"params": params, **stats}, x, train=True,
+                                      mutable=list(stats))
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits.astype(jnp.float32), y).mean(), new
+
+        @jax.jit
+        def train(params, stats, opt):
+            (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params, stats)
+            updates, opt = tx.update(grads, opt, params)
+            return optax.apply_updates(params, updates), stats, opt, value
+
+        infer = jax.jit(lambda v: model.apply(v, x))
+        params = variables["params"]
+        stats = {k: v for k, v in variables.items() if k != "params"}
+        state = [params, stats, tx.init(params)]
+        jax.block_until_ready(train(*state))  # compile now, with this route
+        jax.block_until_ready(infer(variables))
+    finally:
+        conv.ONEDNN = True
+    return train, infer, state, variables
+
+
+def timed(run, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = run()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default="vgg16:224:8,vgg11:32:128:0.25")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", default=results_table.RESULTS, help="Folder of onednn.md.")
+    args = parser.parse_args(argv)
+    print(results_table.cpu_description(), flush=True)
+    if not onednn.available():
+        sys.exit("error: oneDNN kernels unavailable here (see the log line above).")
+    for case in args.cases.split(","):
+        arch, size, batch, *rest = case.split(":")
+        size, batch, width = int(size), int(batch), float(rest[0]) if rest else 1.0
+        for dname in args.dtypes.split(","):
+            dtype = DTYPES[dname]
+            impl = onednn.implementation((batch, size // 4, size // 4, round(128 * width)),
+                                         (3, 3, round(128 * width), round(128 * width)), dtype)
+            runs = {}
+            for use in (False, True):
+                train, infer, state, variables = build(arch, size, batch, width, dtype, use)
+
+                def train_step(train=train, state=state):
+                    state[:3] = train(*state)[:3]
+                    return state[0]
+
+                runs[use] = {"train": train_step, "infer": lambda infer=infer, v=variables: infer(v),
+                             "times": {"train": [], "infer": []}}
+            for r in range(args.rounds):
+                for use, run in runs.items():
+                    for mode in ("train", "infer"):
+                        run["times"][mode].append(timed(run[mode], args.steps))
+            for mode in ("train", "infer"):
+                rate = {use: batch / np.median(run["times"][mode]) for use, run in runs.items()}
+                row = results_table.append_row(
+                    "onednn", "oneDNN's convolutions against XLA's, whole steps",
+                    "The same jit-compiled step built twice in one process: with vgg_jax.conv's "
+                    "rules without oneDNN (XLA's convolutions, im2col on tiny maps, Winograd "
+                    "in float32 inference: vgg_jax before vgg_jax.onednn) and with every "
+                    "convolution by oneDNN (forward, input and kernel gradients). Images/s: "
+                    "medians over rounds, the two alternating.",
+                    ["net", "batch", "dtype", "step", "img/s without", "img/s with oneDNN",
+                     "speed-up", "oneDNN kernel (3x3)"],
+                    [f"{arch}/{width:g} {size}" if width != 1 else f"{arch} {size}", batch,
+                     dname, mode, f"{rate[False]:.2f}", f"{rate[True]:.2f}",
+                     f"{rate[True] / rate[False]:.2f}x", impl], directory=args.out)
+                print(row, end="", flush=True)
+
+
+if __name__ == "__main__":
+    main()
