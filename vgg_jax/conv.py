@@ -2,10 +2,9 @@
 
 ``conv_same`` is the ``conv_general_dilated`` that ``models.VGG`` hands to ``nn.Conv``. It
 picks, per layer shape (``algorithm``):
-- on CPU, where ``vgg_jax.onednn``'s kernels are built, every convolution by oneDNN
-  (forward, input and kernel gradients; float32 and bfloat16): on a 2-core AMD EPYC with
-  AVX-512 a CIFAR-size training step of VGG-11/4 ran 1.56x faster than with the rules below
-  (``benchmarks/results/onednn.md``). Elsewhere, or without the kernels:
+- on CPU, where ``vgg_jax.onednn``'s kernels are built, every convolution of at least
+  ``ONEDNN_MIN_MACS`` by oneDNN (forward, input and kernel gradients; float32 and
+  bfloat16; ``benchmarks/results/onednn.md``). Elsewhere, or without the kernels:
 - tiny maps (2x2 or smaller; 4x4 or smaller under 5x5 and 7x7 kernels) as one matrix
   product over the gathered taps (im2col): XLA:CPU convolves them ~80x below its peak
   (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s; a 5x5 and a 7x7 kernel on 4x4 maps,
@@ -41,6 +40,10 @@ ALGORITHMS = ("auto", "xla", "im2col", "winograd", "onednn")
 # Whether "auto" may pick oneDNN (where built): False gives the rules without it, e.g. for a
 # benchmark's baseline or a bit-for-bit comparison with runs made before it existed.
 ONEDNN = True
+# ... for convolutions of at least this many multiply-accumulates per call: below it, the
+# fixed cost of a oneDNN call (~30 us forward, ~130 us for both gradients, measured on 2
+# cores) outweighs its faster kernels (benchmarks/results/onednn.md).
+ONEDNN_MIN_MACS = 1 << 20
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 # F(2, 3): y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and 3x3 kernel g.
@@ -59,7 +62,9 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
     backend = backend or jax.default_backend()
     if onednn is None:
         onednn = ONEDNN and backend == "cpu" and _onednn_available()
-    if onednn and backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16):
+    macs = int(np.prod(x_shape)) * int(np.prod(kernel_shape[:2])) * kernel_shape[-1]
+    if (onednn and backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16)
+            and macs >= ONEDNN_MIN_MACS):
         return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
         return "im2col"
