@@ -63,6 +63,14 @@ def test_values_and_gradients_match_xla(shape, dtype):
         assert float(jnp.abs(f32(a) - b).max()) <= tol * scale
 
 
+def test_vmap_gives_each_examples_gradient():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 1, 6, 6, 4)), jnp.float32)
+    k = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 4, 5)), jnp.float32)
+    loss = lambda conv_fn: lambda x: (conv_fn(x, k) ** 2).sum()  # noqa: E731
+    np.testing.assert_allclose(jax.vmap(jax.grad(loss(onednn.conv)))(x),
+                               jax.vmap(jax.grad(loss(_xla)))(x), rtol=1e-5, atol=1e-5)
+
+
 def _train(algorithm: str, dtype=jnp.float32, steps: int = 8) -> list[float]:
     model = models.VGG(arch="vgg11_bn", num_classes=5, width=1 / 8, fc_width=32,
                        dropout_rate=0.0, dtype=dtype, conv_algorithm=algorithm)

@@ -147,7 +147,9 @@ def supports(x_dtype, kernel_dtype) -> bool:
 def _call(target: str, shape, dtype, a: Array, b: Array) -> Array:
     if _load() is None:
         raise RuntimeError("oneDNN kernels unavailable (see the log); check available() first")
-    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, dtype))(a, b)
+    # Under vmap each example is one call ("sequential"): the kernels take plain NHWC/HWIO.
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, dtype),
+                            vmap_method="sequential")(a, b)
 
 
 @jax.custom_vjp
@@ -169,6 +171,15 @@ def _conv_bwd(residuals, dy):
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def matmul(a: Array, b: Array) -> Array:
+    """(M, K) @ (K, N) by oneDNN, in ``a``'s dtype (float32 accumulation), no gradient.
+
+    For measuring what the CPU's matrix units do (``benchmarks/speed.py``'s peaks); the
+    fully connected layers stay XLA's.
+    """
+    return _call("vgg_onednn_matmul", (a.shape[0], b.shape[1]), a.dtype, a, b)
 
 
 def main() -> None:
