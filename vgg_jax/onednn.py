@@ -107,7 +107,7 @@ def _load() -> Optional[ctypes.CDLL]:
         logging.info("oneDNN kernels are built for x86-64 only: XLA's convolutions.")
         return None
     # oneDNN's OpenMP threads would otherwise spin between primitives and starve XLA's own
-    # threads on the same cores (a bfloat16 training step ran 30x slower on 2 cores).
+    # threads on the same cores (a bfloat16 training step ran 40x slower on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         lib = ctypes.CDLL(build())
