@@ -126,6 +126,14 @@ def test_bad_input_is_refused_before_any_work(nets, tmp_path, monkeypatch):
         export.export(record, variables, export.interface_for(record, "onnx"), str(existing))
     assert (existing / "keep.txt").read_text() == "mine"
 
+    def broken(*args):
+        raise RuntimeError("converter crashed")
+    monkeypatch.setattr(export, "_onnx", broken)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        export.export(record, variables, export.interface_for(record, "onnx"),
+                      str(tmp_path / "new"))
+    assert sorted(os.listdir(tmp_path)) == ["taken"]  # no half-written folder left
+
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "vgg_jax.export", *args], cwd=ROOT,

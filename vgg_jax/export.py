@@ -262,6 +262,17 @@ def export(record: ModelRecord, variables: dict, iface: Interface, out: str,
     partial = out.rstrip("/") + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
+    try:
+        _write(record, variables, iface, partial, source)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # nothing half-written is left behind
+        raise
+    os.replace(partial, out)
+    return out
+
+
+def _write(record: ModelRecord, variables: dict, iface: Interface, partial: str,
+           source: str) -> None:
     names = class_names(record)
     with open(os.path.join(partial, "labels.txt"), "w") as f:
         f.write("".join(f"{n}\n" for n in names))
@@ -278,8 +289,6 @@ def export(record: ModelRecord, variables: dict, iface: Interface, out: str,
                 model=record.to_meta(), class_names=list(names), source=source)
     with open(os.path.join(partial, "export.json"), "w") as f:
         json.dump(meta, f, indent=1)
-    os.replace(partial, out)
-    return out
 
 
 def load(out: str) -> Callable[[np.ndarray], np.ndarray]:
