@@ -149,3 +149,12 @@ def test_fallback_without_the_kernels(tmp_path):
     assert len(warnings) == 1 and "no C++ compiler" in warnings[0], res.stderr[-1500:]
     off = _python("from vgg_jax import onednn; print(onednn.available())", VGG_JAX_NO_ONEDNN="1")
     assert off.stdout.strip() == "False"
+
+
+def test_cli_prints_the_kernels_it_runs_here():
+    res = subprocess.run([sys.executable, "-m", "vgg_jax.onednn"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-1500:]
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == f"built: {onednn.library_path()}"
+    assert len(lines) == 7 and all(": " in ln and ln.split(": ")[1] for ln in lines[1:])
