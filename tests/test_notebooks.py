@@ -86,8 +86,10 @@ def test_ablations_notebook(tmp_path):
     assert [label.split()[0] for label in depth] == ["A", "B", "C", "D", "E"]
     assert all(0 < err <= 100 for err in depth.values()) and depth["A (11)"] < 50
     assert numbers["studies_run"] == ["depth", "lrn", "conv1x1", "scale", "init", "batchnorm",
-                                      "kernel", "recipe"]
+                                      "kernel", "recipe", "precision"]
     assert 0 < numbers["top1_err"]["recipe"]["paper"] < 50  # the base recipe trains
+    precision = numbers["top1_err"]["precision"]  # bfloat16 costs no accuracy
+    assert abs(precision["bfloat16"] - precision["float32"]) < 1.0
     kernel = numbers["top1_err"]["kernel"]  # the 3x3 pairs of B train (B-5x5: see ablations.md)
     assert 0 < kernel["B"] < 50
     init = numbers["top1_err"]["init"]  # transfer from A trains E; Glorot alone does not
