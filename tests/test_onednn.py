@@ -33,6 +33,14 @@ def test_kernels_are_built_and_pick_a_cpu_kernel():
     assert conv.choose((8, 2, 2, 16), (3, 3, 16, 16), backend="cpu") == "im2col"
 
 
+def test_only_convolutions_onednn_has_a_fast_kernel_for(monkeypatch):
+    """Where oneDNN would fall back to its reference code (bfloat16 without AVX-512, say),
+    the convolution stays XLA's."""
+    monkeypatch.setattr(onednn, "implementation", lambda *args: "ref:any")
+    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu",
+                       dtype=jnp.bfloat16) == "xla"
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("shape", [
     (2, 56, 56, 64, 3, 64),    # VGG block 1-2 shapes (small batch)

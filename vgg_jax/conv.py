@@ -64,7 +64,7 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
         onednn = ONEDNN and backend == "cpu" and _onednn_available()
     macs = int(np.prod(x_shape)) * int(np.prod(kernel_shape[:2])) * kernel_shape[-1]
     if (onednn and backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16)
-            and macs >= ONEDNN_MIN_MACS):
+            and macs >= ONEDNN_MIN_MACS and _onednn_has_kernel(x_shape, kernel_shape, dtype)):
         return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
         return "im2col"
@@ -79,6 +79,13 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
 def _onednn_available() -> bool:
     from vgg_jax import onednn  # imported late: it builds its kernels on first use
     return onednn.available()
+
+
+def _onednn_has_kernel(x_shape, kernel_shape, dtype) -> bool:
+    """Whether oneDNN has a JIT kernel for this convolution on this CPU, not only its slow
+    reference code (bfloat16 on a CPU without AVX-512, for one)."""
+    from vgg_jax import onednn
+    return not onednn.implementation(x_shape, kernel_shape, dtype).startswith("ref")
 
 
 def effective_kernel(kernel: Array, height: int, width: int) -> Array:
