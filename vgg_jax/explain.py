@@ -133,7 +133,7 @@ class Explainer:
     def scoremap(self, pixels, classes=None) -> jax.Array:
         """The dense score map's posterior of each image's class, at pixel resolution."""
         pixels = jnp.asarray(pixels, jnp.float32)
-        crop = _crop_size(self.variables)
+        crop = 32 * models.fc6_window(self.model.arch, self.variables["params"])
         if min(pixels.shape[1:3]) < crop:
             raise UserError(f"the score map needs images of at least {crop}x{crop} (the "
                             f"net's crop); got {pixels.shape[1]}x{pixels.shape[2]}.")
@@ -206,14 +206,6 @@ def _jit_integrated(self: Explainer, pixels, baseline, classes, steps):
 
     mean_grad, _ = jax.lax.scan(one, jnp.zeros_like(pixels), (alphas, weights))
     return (pixels - baseline) * mean_grad
-
-
-def _crop_size(variables) -> int:
-    """The input side the net's fc6 was built for (32 per cell of its window)."""
-    params = variables["params"]
-    last = max((k for k in params if k.startswith("conv5_")), key=lambda k: int(k[6:]))
-    c = params[last]["kernel"].shape[-1]
-    return 32 * int(round((params["fc6"]["kernel"].shape[0] // c) ** 0.5))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -216,8 +216,8 @@ def onnx_graph(record: ModelRecord, variables: dict, iface: Interface, names: Se
             x = node("LRN", [x], "lrn1", size=5, alpha=1e-4, beta=0.75, bias=2.0)
         x = node("MaxPool", [x], f"pool{b}", kernel_shape=[2, 2], strides=[2, 2])
     fc6 = params["fc6"]
-    channels = params[f"conv5_{len(spec.blocks[-1])}"]["kernel"].shape[-1]
-    window = int(round((fc6["kernel"].shape[0] // channels) ** 0.5))
+    channels = params[models.layer_names(record.arch)[-1]]["kernel"].shape[-1]
+    window = models.fc6_window(record.arch, params)
     x = conv(x, "fc6", fc6["kernel"].reshape(window, window, channels, -1), fc6["bias"], False)
     x = node("Relu", [x], "relu6")
     for layer in ("fc7", "fc8"):

@@ -305,6 +305,13 @@ class VGG(nn.Module):
         return x
 
 
+def fc6_window(arch: str, params: Mapping) -> int:
+    """The side of the pool5 window that ``params``' fc6 was built for (7 at 224 pixels):
+    its kernel's inputs over the last convolution's channels."""
+    last = layer_names(arch)[-1]
+    return math.isqrt(params["fc6"]["kernel"].shape[0] // params[last]["kernel"].shape[-1])
+
+
 def create_model(arch: str, **kwargs) -> VGG:
     """Builds ``VGG(arch=canonical_name(arch), **kwargs)``; raises on unknown names."""
     return VGG(arch=canonical_name(arch), **kwargs)
