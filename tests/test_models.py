@@ -149,6 +149,28 @@ def test_bf16_compute_with_float32_params():
     assert model.apply(variables, x).dtype == jnp.bfloat16
 
 
+def _fc_product_dtypes(model, variables, x) -> list[str]:
+    """The operand dtypes of the matrix products with fc6-fc8's kernels, in order."""
+    jaxpr = jax.make_jaxpr(lambda v: model.apply(v, x))(variables).jaxpr
+    shapes = [variables["params"][f"fc{i}"]["kernel"].shape for i in (6, 7, 8)]
+    return [str(e.invars[1].aval.dtype) for e in jaxpr.eqns
+            if e.primitive.name == "dot_general" and e.invars[1].aval.shape in shapes]
+
+
+def test_bf16_fc_layers_multiply_the_float32_weights():
+    """Memory-bound at VGG's batch sizes: fc6-fc8 read their float32 kernels directly under
+    bf16 mixed precision (unless fc_dtype says otherwise); the logits are still bf16."""
+    x = jnp.ones((2, 32, 32, 3))
+    model = _tiny(dtype=jnp.bfloat16)
+    variables = model.init(jax.random.key(0), x)
+    assert _fc_product_dtypes(model, variables, x) == ["float32"] * 3
+    rounded = _tiny(dtype=jnp.bfloat16, fc_dtype=jnp.bfloat16)
+    assert _fc_product_dtypes(rounded, variables, x) == ["bfloat16"] * 3
+    a, b = model.apply(variables, x), rounded.apply(variables, x)
+    assert a.dtype == b.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=0.05, atol=0.05)
+
+
 def test_shallow_to_deep_copies_exactly_the_named_layers():
     x = jnp.zeros((1, 32, 32, 3))
     net_a = _tiny("A").init(jax.random.key(1), x)["params"]

@@ -1,7 +1,7 @@
 """How VGG's stride-1 "SAME" convolutions are computed: oneDNN, XLA, im2col or Winograd.
 
-``conv_same`` is the ``conv_general_dilated`` that ``models.VGG`` hands to ``nn.Conv``. It
-picks, per layer shape (``algorithm``):
+``convolve_bias`` is ``models.Conv``'s layer (convolution, bias, optional ReLU); ``convolve``
+the convolution alone. They pick, per layer shape (``choose``):
 - on CPU, where ``vgg_jax.onednn``'s kernels are built, every convolution of at least
   ``ONEDNN_MIN_MACS`` by oneDNN (forward, input and kernel gradients; float32 and
   bfloat16; ``benchmarks/results/onednn.md``). Elsewhere, or without the kernels:
@@ -54,7 +54,7 @@ _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
 def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = False,
            dtype=jnp.float32, onednn: bool | None = None) -> str:
-    """The algorithm ``conv_same`` uses for an NHWC input and HWIO kernel of these shapes.
+    """The algorithm ``convolve`` uses for an NHWC input and HWIO kernel of these shapes.
 
     ``onednn``: whether oneDNN's kernels may be used (default: on CPU, if they are built).
     """
@@ -101,43 +101,54 @@ def effective_kernel(kernel: Array, height: int, width: int) -> Array:
     return kernel[y:y + th, x:x + tw]
 
 
-def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = False) -> Array:
-    """Stride-1 "SAME" convolution of NHWC ``x`` with an HWIO ``kernel`` of odd size."""
+def _route(x: Array, kernel: Array, algorithm: str, training: bool,
+           bias: Array | None = None) -> tuple[Array, str]:
+    """(the kernel cut to what the map can reach, the algorithm ``algorithm`` resolves to)."""
     kernel = effective_kernel(kernel, x.shape[1], x.shape[2])
     if algorithm == "auto":
+        same = x.dtype == kernel.dtype and (bias is None or bias.dtype == x.dtype)
         algorithm = choose(x.shape, kernel.shape, training=training, dtype=x.dtype,
-                           onednn=None if x.dtype == kernel.dtype else False)
+                           onednn=None if same else False)
+    if algorithm not in ALGORITHMS[1:]:
+        raise ValueError(f"Unknown convolution algorithm {algorithm!r}; use one of {ALGORITHMS}.")
+    if algorithm == "winograd" and tuple(kernel.shape[:2]) != (3, 3):
+        raise ValueError(f"Winograd F(2x2, 3x3) needs a 3x3 kernel, got {kernel.shape}.")
+    if algorithm == "onednn":
+        from vgg_jax import onednn
+        if not (onednn.available()
+                and onednn.supports(x.dtype, kernel.dtype, None if bias is None else bias.dtype)):
+            raise ValueError(f"oneDNN convolutions need the built kernels (python -m "
+                             f"vgg_jax.onednn) and float32 or bfloat16 operands of one dtype.")
+    return kernel, algorithm
+
+
+def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = False) -> Array:
+    """Stride-1 "SAME" convolution of NHWC ``x`` with an HWIO ``kernel`` of odd size."""
+    kernel, algorithm = _route(x, kernel, algorithm, training)
     if algorithm == "xla":
         return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
     if algorithm == "im2col":
         return _im2col(x, kernel)
     if algorithm == "winograd":
-        if tuple(kernel.shape[:2]) != (3, 3):
-            raise ValueError(f"Winograd F(2x2, 3x3) needs a 3x3 kernel, got {kernel.shape}.")
         return winograd(x, kernel)
+    from vgg_jax import onednn
+    return onednn.conv(x, kernel)
+
+
+def convolve_bias(x: Array, kernel: Array, bias: Array, relu: bool = False,
+                  algorithm: str = "auto", training: bool = False) -> Array:
+    """``convolve(x, kernel) + bias``, then ReLU if ``relu``: VGG's layer.
+
+    By oneDNN it is one pass that also adds the bias and applies ReLU, and whose gradient
+    gets the bias gradient from the kernel-gradient primitive (``onednn.conv_bias``); the
+    other algorithms leave the bias and ReLU to XLA.
+    """
+    kernel, algorithm = _route(x, kernel, algorithm, training, bias)
     if algorithm == "onednn":
         from vgg_jax import onednn
-        if not (onednn.available() and onednn.supports(x.dtype, kernel.dtype)):
-            raise ValueError(f"oneDNN convolutions need the built kernels (python -m "
-                             f"vgg_jax.onednn) and float32 or bfloat16 operands of one dtype.")
-        return onednn.conv(x, kernel)
-    raise ValueError(f"Unknown convolution algorithm {algorithm!r}; use one of {ALGORITHMS}.")
-
-
-def conv_same(lhs: Array, rhs: Array, window_strides, padding, *, lhs_dilation=None,
-              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-              precision=None, training: bool = False, algorithm: str = "auto") -> Array:
-    """``lax.conv_general_dilated`` for ``nn.Conv``: ``convolve`` for VGG's convolutions
-    (stride 1, "SAME", odd kernels), ``lax.conv_general_dilated`` for anything else."""
-    kh, kw = rhs.shape[:2]
-    if (tuple(window_strides) != (1, 1) or feature_group_count != 1 or padding != "SAME"
-            or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
-            or kh % 2 == 0 or kw % 2 == 0 or precision is not None):
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, precision=precision)
-    return convolve(lhs, rhs, algorithm, training=training)
+        return onednn.conv_bias(x, kernel, bias, relu)
+    y = convolve(x, kernel, algorithm, training) + bias
+    return jax.nn.relu(y) if relu else y
 
 
 def _im2col(x: Array, kernel: Array) -> Array:

@@ -35,8 +35,10 @@ from absl import logging
 Array = Any
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "onednn_ffi.cc")
 TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
+           "vgg_onednn_conv_bias_forward": "VggConvBiasForward",
            "vgg_onednn_conv_backward_data": "VggConvBackwardData",
            "vgg_onednn_conv_backward_weights": "VggConvBackwardWeights",
+           "vgg_onednn_conv_backward_weights_bias": "VggConvBackwardWeightsBias",
            "vgg_onednn_matmul": "VggMatmul"}
 _DTYPES = (jnp.float32, jnp.bfloat16)
 
@@ -138,24 +140,31 @@ def implementation(x_shape, kernel_shape, dtype=jnp.float32) -> str:
                                      int(jnp.dtype(dtype) == jnp.bfloat16)).decode()
 
 
-def supports(x_dtype, kernel_dtype) -> bool:
-    """Whether ``conv`` takes these dtypes (float32 or bfloat16, both the same)."""
-    return jnp.dtype(x_dtype) == jnp.dtype(kernel_dtype) and any(
-        jnp.dtype(x_dtype) == d for d in _DTYPES)
+def supports(x_dtype, kernel_dtype, bias_dtype=None) -> bool:
+    """Whether ``conv`` / ``conv_bias`` take these dtypes (float32 or bfloat16, ``x`` and
+    ``kernel`` the same)."""
+    ok = lambda d: any(jnp.dtype(d) == t for t in _DTYPES)  # noqa: E731
+    return (jnp.dtype(x_dtype) == jnp.dtype(kernel_dtype) and ok(x_dtype)
+            and (bias_dtype is None or ok(bias_dtype)))
 
 
-def _call(target: str, shape, dtype, a: Array, b: Array) -> Array:
+def _call(target: str, results, *operands: Array, **attributes):
+    """``results``: a (shape, dtype) pair, or a list of them for several results."""
     if _load() is None:
         raise RuntimeError("oneDNN kernels unavailable (see the log); check available() first")
+    many = isinstance(results, list)
+    structs = [jax.ShapeDtypeStruct(*r) for r in (results if many else [results])]
     # Under vmap each example is one call ("sequential"): the kernels take plain NHWC/HWIO.
-    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, dtype),
-                            vmap_method="sequential")(a, b)
+    out = jax.ffi.ffi_call(target, structs if many else structs[0],
+                           vmap_method="sequential")(*operands, **attributes)
+    return out
 
 
 @jax.custom_vjp
 def conv(x: Array, kernel: Array) -> Array:
     """Stride-1 "SAME" convolution, NHWC x HWIO -> NHWC, by oneDNN (odd kernel sizes)."""
-    return _call("vgg_onednn_conv_forward", (*x.shape[:3], kernel.shape[-1]), x.dtype, x, kernel)
+    return _call("vgg_onednn_conv_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
+                 x, kernel)
 
 
 def _conv_fwd(x, kernel):
@@ -165,12 +174,42 @@ def _conv_fwd(x, kernel):
 def _conv_bwd(residuals, dy):
     x, kernel = residuals
     dy = dy.astype(x.dtype)
-    dx = _call("vgg_onednn_conv_backward_data", x.shape, x.dtype, dy, kernel)
-    dk = _call("vgg_onednn_conv_backward_weights", kernel.shape, kernel.dtype, x, dy)
+    dx = _call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel)
+    dk = _call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy)
     return dx, dk
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False) -> Array:
+    """``conv(x, kernel) + bias``, then ReLU if ``relu``, in one oneDNN pass.
+
+    Its gradient takes the ReLU mask from the output and gets the bias gradient from the
+    kernel-gradient primitive, so XLA never makes a pass over the activation for either.
+    """
+    return _call("vgg_onednn_conv_bias_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
+                 x, kernel, bias, relu=bool(relu))
+
+
+def _conv_bias_fwd(x, kernel, bias, relu):
+    y = conv_bias(x, kernel, bias, relu)
+    return y, (x, kernel, bias, y if relu else None)
+
+
+def _conv_bias_bwd(relu, residuals, dy):
+    x, kernel, bias, y = residuals
+    dy = dy.astype(x.dtype)
+    if relu:
+        dy = jnp.where(y > 0, dy, jnp.zeros((), dy.dtype))
+    dx = _call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel)
+    dk, dbias = _call("vgg_onednn_conv_backward_weights_bias",
+                      [(kernel.shape, kernel.dtype), (bias.shape, bias.dtype)], x, dy)
+    return dx, dk, dbias
+
+
+conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd)
 
 
 def matmul(a: Array, b: Array) -> Array:
@@ -179,7 +218,7 @@ def matmul(a: Array, b: Array) -> Array:
     For measuring what the CPU's matrix units do (``benchmarks/speed.py``'s peaks); the
     fully connected layers stay XLA's.
     """
-    return _call("vgg_onednn_matmul", (a.shape[0], b.shape[1]), a.dtype, a, b)
+    return _call("vgg_onednn_matmul", ((a.shape[0], b.shape[1]), a.dtype), a, b)
 
 
 def main() -> None:

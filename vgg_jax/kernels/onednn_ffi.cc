@@ -4,13 +4,18 @@
 // bfloat16 (both operands the same), accumulates in float32 and writes its result in the
 // result buffer's dtype. Primitives are created once per shape and dtype and cached; oneDNN
 // picks the kernel (AVX2, AVX-512, AVX-512 BF16, AMX) for this CPU, with kernels in its own
-// blocked layout where that is faster (reordered from HWIO on every call).
+// blocked layout where that is faster (reordered from HWIO on every call). The forward
+// convolution may add a bias and apply ReLU in the same pass (oneDNN post-op), and the kernel
+// gradient may also give the bias gradient (the sum of the output gradient), which saves XLA
+// a pass over the activation each.
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <unordered_map>
+#include <vector>
 
 #include "dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -38,11 +43,20 @@ struct Plan {
   dnnl::primitive primitive;
   memory::desc a, b, c;        // what the primitive reads and writes
   memory::desc a_user, b_user, c_user;
+  memory::desc bias;           // the bias (forward) or its gradient (kernel gradient), if any
   memory::desc scratchpad;     // per call: calls from several devices' threads run at once
   std::string impl;
 };
 
-using Key = std::tuple<int, std::vector<int64_t>, int, int>;
+// What a convolution adds to the plain product: a bias of this dtype (kNoBias: none),
+// and ReLU after it (forward only).
+constexpr int kNoBias = -1;
+struct Extras {
+  int bias = kNoBias;
+  bool relu = false;
+};
+
+using Key = std::tuple<int, std::vector<int64_t>, int, int, int, bool>;
 std::mutex cache_mutex;
 std::map<Key, std::shared_ptr<Plan>> cache;
 
@@ -52,11 +66,16 @@ memory::dims Pad(int64_t k) { return {k / 2, k / 2}; }
 
 // dims: N, H, W, C, KH, KW, O (convolutions) or M, K, N (matmul).
 std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::data_type in,
-                               memory::data_type out) {
+                               memory::data_type out, Extras extras) {
   auto plan = std::make_shared<Plan>();
   auto& eng = Engine();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (extras.relu) {
+    dnnl::post_ops post;
+    post.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(post);
+  }
   if (op == kMatmul) {
     int64_t m = d[0], k = d[1], n = d[2];
     plan->a_user = plan->a = memory::desc({m, k}, in, tag::ab);
@@ -76,12 +95,16 @@ std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::dat
   auto wei_any = memory::desc({o, c, kh, kw}, in, tag::any);
   auto wei_user = memory::desc({o, c, kh, kw}, in, tag::hwio);
   auto dst = memory::desc({n, o, h, w}, in, tag::nhwc);
+  if (extras.bias != kNoBias)
+    plan->bias = memory::desc({o}, static_cast<memory::data_type>(extras.bias), tag::a);
+  dnnl::primitive_attr fwd_attr = op == kConvForward ? attr : dnnl::primitive_attr();
+  if (op != kConvForward) fwd_attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto fwd = dnnl::convolution_forward::primitive_desc(
       eng, op == kConvForward ? dnnl::prop_kind::forward_inference
                               : dnnl::prop_kind::forward_training,
-      dnnl::algorithm::convolution_direct, src,
-      wei_any, memory::desc({n, o, h, w}, op == kConvForward ? out : in, tag::nhwc), strides,
-      pad_h_w, pad_h_w, attr);
+      dnnl::algorithm::convolution_direct, src, wei_any, plan->bias,
+      memory::desc({n, o, h, w}, op == kConvForward ? out : in, tag::nhwc), strides,
+      pad_h_w, pad_h_w, fwd_attr);
   if (op == kConvForward) {
     plan->a_user = plan->a = src;
     plan->b_user = wei_user;
@@ -104,7 +127,8 @@ std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::dat
   } else {  // a = x, b = dy, c = d kernel
     auto pd = dnnl::convolution_backward_weights::primitive_desc(
         eng, dnnl::algorithm::convolution_direct, src,
-        memory::desc({o, c, kh, kw}, out, tag::any), dst, strides, pad_h_w, pad_h_w, fwd, attr);
+        memory::desc({o, c, kh, kw}, out, tag::any), plan->bias, dst, strides, pad_h_w, pad_h_w,
+        fwd, attr);
     plan->scratchpad = pd.scratchpad_desc();
     plan->a_user = plan->a = src;
     plan->b_user = plan->b = dst;
@@ -117,18 +141,19 @@ std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::dat
 }
 
 std::shared_ptr<Plan> GetPlan(Op op, const std::vector<int64_t>& dims, memory::data_type in,
-                              memory::data_type out) {
-  Key key{op, dims, static_cast<int>(in), static_cast<int>(out)};
+                              memory::data_type out, Extras extras = {}) {
+  Key key{op, dims, static_cast<int>(in), static_cast<int>(out), extras.bias, extras.relu};
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  auto plan = MakePlan(op, dims, in, out);
+  auto plan = MakePlan(op, dims, in, out, extras);
   cache.emplace(key, plan);
   return plan;
 }
 
-// Runs a plan on raw buffers, reordering from and to JAX's layouts where they differ.
-void Run(Op op, const Plan& p, void* a, void* b, void* c) {
+// Runs a plan on raw buffers, reordering from and to JAX's layouts where they differ;
+// ``bias`` is the bias (forward) or where its gradient goes (kernel gradient), if planned.
+void Run(Op op, const Plan& p, void* a, void* b, void* c, void* bias = nullptr) {
   auto& eng = Engine();
   dnnl::stream stream(eng);
   memory a_mem(p.a_user, eng, a), b_mem(p.b_user, eng, b), c_user(p.c_user, eng, c);
@@ -148,20 +173,29 @@ void Run(Op op, const Plan& p, void* a, void* b, void* c) {
     default: a_arg = DNNL_ARG_SRC; b_arg = DNNL_ARG_WEIGHTS; c_arg = DNNL_ARG_DST;
   }
   memory scratchpad(p.scratchpad, eng);
-  p.primitive.execute(stream, {{a_arg, a_mem}, {b_arg, b_mem}, {c_arg, c_mem},
-                               {DNNL_ARG_SCRATCHPAD, scratchpad}});
+  std::unordered_map<int, memory> args{{a_arg, a_mem}, {b_arg, b_mem}, {c_arg, c_mem},
+                                       {DNNL_ARG_SCRATCHPAD, scratchpad}};
+  if (bias != nullptr)
+    args.emplace(op == kConvForward ? DNNL_ARG_BIAS : DNNL_ARG_DIFF_BIAS,
+                 memory(p.bias, eng, bias));
+  p.primitive.execute(stream, args);
   if (p.c != p.c_user) dnnl::reorder(c_mem, c_user).execute(stream, c_mem, c_user);
   stream.wait();
 }
 
+// ``bias``: the bias buffer (forward) or its gradient's (kernel gradient), or null.
 ffi::Error Call(Op op, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
-                std::vector<int64_t> dims) {
+                std::vector<int64_t> dims, ffi::AnyBuffer* bias = nullptr,
+                bool relu = false) {
   if (!Supported(a.element_type()) || a.element_type() != b.element_type() ||
-      !Supported(c->element_type()))
+      !Supported(c->element_type()) || (bias && !Supported(bias->element_type())))
     return ffi::Error::InvalidArgument("vgg_jax oneDNN kernels take float32 or bfloat16");
   try {
-    auto plan = GetPlan(op, dims, DnnlType(a.element_type()), DnnlType(c->element_type()));
-    Run(op, *plan, a.untyped_data(), b.untyped_data(), c->untyped_data());
+    Extras extras{bias ? static_cast<int>(DnnlType(bias->element_type())) : kNoBias, relu};
+    auto plan = GetPlan(op, dims, DnnlType(a.element_type()), DnnlType(c->element_type()),
+                        extras);
+    Run(op, *plan, a.untyped_data(), b.untyped_data(), c->untyped_data(),
+        bias ? bias->untyped_data() : nullptr);
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
   }
@@ -175,6 +209,13 @@ ffi::Error ConvForward(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::Result<ffi::AnyB
   return Call(kConvForward, x, k, y, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]});
 }
 
+ffi::Error ConvBiasForward(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::AnyBuffer bias,
+                           ffi::Result<ffi::AnyBuffer> y, bool relu) {
+  auto xd = Dims(x.dimensions()), kd = Dims(k.dimensions());
+  return Call(kConvForward, x, k, y, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]}, &bias,
+              relu);
+}
+
 ffi::Error ConvBackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> dx) {
   auto yd = Dims(dy.dimensions()), kd = Dims(k.dimensions());
   return Call(kConvBackwardData, dy, k, dx, {yd[0], yd[1], yd[2], kd[2], kd[0], kd[1], kd[3]});
@@ -186,6 +227,15 @@ ffi::Error ConvBackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
   return Call(kConvBackwardWeights, x, dy, dk, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]});
 }
 
+ffi::Error ConvBackwardWeightsBias(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                                   ffi::Result<ffi::AnyBuffer> dk,
+                                   ffi::Result<ffi::AnyBuffer> dbias) {
+  auto xd = Dims(x.dimensions()), kd = Dims(dk->dimensions());
+  ffi::AnyBuffer db = *dbias;
+  return Call(kConvBackwardWeights, x, dy, dk, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]},
+              &db);
+}
+
 ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c) {
   auto ad = Dims(a.dimensions()), bd = Dims(b.dimensions());
   return Call(kMatmul, a, b, c, {ad[0], ad[1], bd[1]});
@@ -195,8 +245,21 @@ ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
 
 #define VGG_BINARY ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvForward, ConvForward, VGG_BINARY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBiasForward, ConvBiasForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("relu"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardData, ConvBackwardData, VGG_BINARY);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeights, ConvBackwardWeights, VGG_BINARY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeightsBias, ConvBackwardWeightsBias,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggMatmul, Matmul, VGG_BINARY);
 
 // The kernel oneDNN picked for a convolution (empty if it cannot make one): for logs and tests.
