@@ -126,6 +126,13 @@ def test_pooling_matches_reduce_window():
                                   nn.max_pool(x, (2, 2), strides=(2, 2)))
     odd = jax.random.normal(jax.random.key(0), (1, 7, 7, 2))
     assert models.max_pool_2x2(odd).shape == (1, 3, 3, 2)
+    # The gradient: reduce_window's (one pixel per window, the first maximum), ties included.
+    ties = jnp.round(jax.random.normal(jax.random.key(1), (2, 8, 6, 3)))  # many equal maxima
+    g = jax.random.normal(jax.random.key(2), (2, 4, 3, 3))
+    grad = lambda pool: jax.grad(lambda x: (pool(x) * g).sum())(ties)  # noqa: E731
+    want = grad(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)))
+    np.testing.assert_array_equal(grad(models.max_pool_2x2), want)
+    assert int((want != 0).sum()) == g.size
 
 
 def test_initialisers():
