@@ -120,7 +120,7 @@ def _load() -> Optional[ctypes.CDLL]:
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
     lib.VggConvImplementation.restype = ctypes.c_char_p
-    lib.VggConvImplementation.argtypes = [ctypes.c_int64] * 7 + [ctypes.c_int]
+    lib.VggConvImplementation.argtypes = [ctypes.c_int64] * 7 + [ctypes.c_int] * 3
     return lib
 
 
@@ -129,15 +129,20 @@ def available() -> bool:
     return _load() is not None
 
 
-def implementation(x_shape, kernel_shape, dtype=jnp.float32) -> str:
-    """The oneDNN kernel a forward convolution of these shapes runs (e.g. ``brgconv:avx512_core``)."""
+OPS = ("forward", "backward_data", "backward_weights")
+
+
+def implementation(x_shape, kernel_shape, dtype=jnp.float32, op: str = "forward",
+                   bias: bool = False) -> str:
+    """The oneDNN kernel that ``op`` (one of ``OPS``) of a convolution of these shapes runs
+    (e.g. ``brgconv:avx512_core``), with a bias (and its gradient) if ``bias``."""
     lib = _load()
     if lib is None:
         return ""
     n, h, w, c = x_shape
     kh, kw, _, o = kernel_shape
-    return lib.VggConvImplementation(n, h, w, c, kh, kw, o,
-                                     int(jnp.dtype(dtype) == jnp.bfloat16)).decode()
+    return lib.VggConvImplementation(n, h, w, c, kh, kw, o, int(jnp.dtype(dtype) == jnp.bfloat16),
+                                     OPS.index(op), int(bias)).decode()
 
 
 def supports(x_dtype, kernel_dtype, bias_dtype=None) -> bool:
@@ -232,7 +237,8 @@ def main() -> None:
         sys.exit(1)
     for dtype in _DTYPES:
         for (h, c, o) in ((224, 64, 64), (56, 256, 256), (14, 512, 512)):
-            impl = implementation((8, h, h, c), (3, 3, c, o), dtype)
+            impl = ", ".join(f"{op} {implementation((8, h, h, c), (3, 3, c, o), dtype, op, True)}"
+                             for op in OPS)
             print(f"{jnp.dtype(dtype).name:>8} 8x{h}x{h}x{c} -> {o}: {impl}")
 
 

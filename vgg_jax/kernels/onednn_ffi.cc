@@ -263,12 +263,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeightsBias, ConvBackwardWeightsBia
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggMatmul, Matmul, VGG_BINARY);
 
 // The kernel oneDNN picked for a convolution (empty if it cannot make one): for logs and tests.
+// op: 0 forward, 1 input gradient, 2 kernel gradient; bias: with the bias (and its gradient).
 extern "C" const char* VggConvImplementation(int64_t n, int64_t h, int64_t w, int64_t c,
-                                             int64_t kh, int64_t kw, int64_t o, int bf16) {
+                                             int64_t kh, int64_t kw, int64_t o, int bf16,
+                                             int op, int bias) {
   static thread_local std::string impl;
   try {
     auto t = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
-    impl = GetPlan(kConvForward, {n, h, w, c, kh, kw, o}, t, t)->impl;
+    Extras extras{bias && op != kConvBackwardData ? static_cast<int>(t) : kNoBias, false};
+    impl = GetPlan(static_cast<Op>(op), {n, h, w, c, kh, kw, o}, t, t, extras)->impl;
   } catch (const dnnl::error&) {
     impl.clear();
   }
