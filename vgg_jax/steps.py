@@ -162,6 +162,12 @@ def _gradients(state: TrainState, images, targets, labels, rng, *, model: models
     return losses.mean(), logits.reshape(-1, logits.shape[-1]), stats, grads
 
 
+def _device_mean(tree):
+    """``pmean`` over the devices; on one device nothing, where XLA:CPU would still copy
+    every gradient through an all-reduce (0.13 s of a VGG-16 224/8 step)."""
+    return tree if jax.lax.axis_size(AXIS) == 1 else jax.lax.pmean(tree, AXIS)
+
+
 _MIX_STREAM = 0x6D6978  # folds the mixing draws out of the step's key, apart from dropout's
 
 
@@ -184,17 +190,17 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.
     loss, logits, new_stats, grads = _gradients(state, images, targets, batch["labels"], rng,
                                                 model=model,
                                                 accum_steps=options.grad_accum_steps)
-    grads = jax.lax.pmean(grads, AXIS)
+    grads = _device_mean(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(lambda u: u * state.plateau["scale"], updates)
     grad_norm = optax.global_norm(grads)
-    metrics = jax.lax.pmean({
+    metrics = _device_mean({
         "loss": loss,
         "top1": topk_correct(logits, labels, 1).mean(),
         "top5": topk_correct(logits, labels, 5).mean(),
         "learning_rate": schedule(state.step) * state.plateau["scale"],
         "grad_norm": grad_norm,
-    }, AXIS)
+    })
     metrics["finite"] = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)).astype(
         jnp.float32)
     batch_stats = {k: state.batch_stats[k] if k in options.frozen else v
