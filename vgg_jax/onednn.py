@@ -39,6 +39,7 @@ TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
            "vgg_onednn_conv_backward_data": "VggConvBackwardData",
            "vgg_onednn_conv_backward_weights": "VggConvBackwardWeights",
            "vgg_onednn_conv_backward_weights_bias": "VggConvBackwardWeightsBias",
+           "vgg_onednn_conv_bias_backward": "VggConvBiasBackward",
            "vgg_onednn_matmul": "VggMatmul"}
 _DTYPES = (jnp.float32, jnp.bfloat16)
 
@@ -191,30 +192,38 @@ conv.defvjp(_conv_fwd, _conv_bwd)
 def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False) -> Array:
     """``conv(x, kernel) + bias``, then ReLU if ``relu``, in one oneDNN pass.
 
-    Its gradient takes the ReLU mask from the output and gets the bias gradient from the
-    kernel-gradient primitive, so XLA never makes a pass over the activation for either.
+    Its gradient is one call too: the ReLU mask from the output, then the input gradient
+    (only if ``x`` is differentiated: not for the images), the kernel and bias gradients
+    (only if they are: not for a saliency map); XLA never makes a pass over the activation
+    for the bias or the ReLU.
     """
     return _call("vgg_onednn_conv_bias_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
                  x, kernel, bias, relu=bool(relu))
 
 
 def _conv_bias_fwd(x, kernel, bias, relu):
-    y = conv_bias(x, kernel, bias, relu)
-    return y, (x, kernel, bias, y if relu else None)
+    y = conv_bias(x.value, kernel.value, bias.value, relu)
+    # The residuals' structure says (statically) what needs a gradient, and holds the mask.
+    wanted = (x.perturbed, kernel.perturbed or bias.perturbed)
+    return y, (x.value, kernel.value, bias.value, y if relu else None, wanted)
 
 
 def _conv_bias_bwd(relu, residuals, dy):
-    x, kernel, bias, y = residuals
+    x, kernel, bias, y, (data, weights) = residuals
+    if isinstance(dy, jax.custom_derivatives.SymbolicZero):
+        return None, None, None
     dy = dy.astype(x.dtype)
     if relu:
         dy = jnp.where(y > 0, dy, jnp.zeros((), dy.dtype))
-    dx = _call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel)
-    dk, dbias = _call("vgg_onednn_conv_backward_weights_bias",
-                      [(kernel.shape, kernel.dtype), (bias.shape, bias.dtype)], x, dy)
-    return dx, dk, dbias
+    shape = lambda a, wanted: a.shape if wanted else (1,)  # noqa: E731  (1,): not computed
+    dx, dk, dbias = _call("vgg_onednn_conv_bias_backward",
+                          [(shape(x, data), x.dtype), (shape(kernel, weights), kernel.dtype),
+                           (shape(bias, weights), bias.dtype)],
+                          dy, x, kernel, data=data, weights=weights)
+    return (dx if data else None, dk if weights else None, dbias if weights else None)
 
 
-conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd)
+conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd, symbolic_zeros=True)
 
 
 def matmul(a: Array, b: Array) -> Array:

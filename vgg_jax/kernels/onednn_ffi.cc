@@ -236,6 +236,24 @@ ffi::Error ConvBackwardWeightsBias(ffi::AnyBuffer x, ffi::AnyBuffer dy,
               &db);
 }
 
+// The whole backward pass of conv_bias in one call, so that XLA never runs two of its
+// primitives at once (each uses every core; together they thrash): the input gradient
+// unless ``data`` is false (nothing needs it: the images), then the kernel and bias
+// gradients unless ``weights`` is false (the parameters are not differentiated).
+ffi::Error ConvBiasBackward(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer k,
+                            ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dk,
+                            ffi::Result<ffi::AnyBuffer> dbias, bool data, bool weights) {
+  auto xd = Dims(x.dimensions()), kd = Dims(k.dimensions());
+  std::vector<int64_t> dims{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]};
+  if (data) {
+    auto error = Call(kConvBackwardData, dy, k, dx, dims);
+    if (!error.success()) return error;
+  }
+  if (!weights) return ffi::Error::Success();
+  ffi::AnyBuffer db = *dbias;
+  return Call(kConvBackwardWeights, x, dy, dk, dims, &db);
+}
+
 ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c) {
   auto ad = Dims(a.dimensions()), bd = Dims(b.dimensions());
   return Call(kMatmul, a, b, c, {ad[0], ad[1], bd[1]});
@@ -260,6 +278,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeightsBias, ConvBackwardWeightsBia
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBiasBackward, ConvBiasBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("data")
+                                  .Attr<bool>("weights"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggMatmul, Matmul, VGG_BINARY);
 
 // The kernel oneDNN picked for a convolution (empty if it cannot make one): for logs and tests.
