@@ -125,16 +125,19 @@ def local_response_norm(x: Array, size: int = 5, k: float = 2.0, alpha: float = 
     return (x / jnp.power(k + (alpha / size) * window_sum, beta)).astype(x.dtype)
 
 
-def max_pool_2x2(x: Array) -> Array:
+def max_pool_2x2(x: Array, before_fc: bool = False) -> Array:
     """2x2 stride-2 max-pooling (floor on odd sizes, like Caffe's VALID pooling in PyTorch).
 
     On even sizes a reshape-and-max (``_pool_even``), which XLA:CPU runs far faster than
-    ``reduce_window`` with bit-identical values.
+    ``reduce_window`` with bit-identical values. ``before_fc``: pool5, which takes the
+    maximum of the four strided views instead of a reduction: XLA:CPU's YNN fusions for
+    reductions (vgg_jax/__init__.py) would otherwise pull it and fc6-fc8's products into one
+    YNN graph that ran VGG-16 inference 3x slower (the other pools are faster as YNN ones).
     """
     n, h, w, c = x.shape
     if h % 2 or w % 2:
         return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-    return _pool_even(x)
+    return _pool_even(x, before_fc)
 
 
 def _windows(x: Array) -> Array:
@@ -142,20 +145,24 @@ def _windows(x: Array) -> Array:
     return x.reshape(n, h // 2, 2, w // 2, 2, c)
 
 
-@jax.custom_vjp
-def _pool_even(x: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _pool_even(x: Array, elementwise: bool = False) -> Array:
     """Its gradient goes to the first maximum of each window (row-major), as XLA's
     ``select_and_scatter`` and PyTorch give it; differentiating the max itself would split it
     among ties, at 4x the cost (a count and a division per pixel: 0.1 s of a VGG-16 step)."""
-    return _windows(x).max(axis=(2, 4))
+    w = _windows(x)
+    if not elementwise:
+        return w.max(axis=(2, 4))
+    return jnp.maximum(jnp.maximum(w[:, :, 0, :, 0], w[:, :, 0, :, 1]),
+                       jnp.maximum(w[:, :, 1, :, 0], w[:, :, 1, :, 1]))
 
 
-def _pool_even_fwd(x):
-    y = _pool_even(x)
+def _pool_even_fwd(x, elementwise):
+    y = _pool_even(x, elementwise)
     return y, (x, y)
 
 
-def _pool_even_bwd(residuals, g):
+def _pool_even_bwd(elementwise, residuals, g):
     x, y = residuals
     windows, taken, rows = _windows(x), jnp.zeros(y.shape, bool), []
     for i in range(2):
@@ -348,7 +355,7 @@ class VGG(nn.Module):
             if spec.lrn and b == 1:
                 x = local_response_norm(x)
                 x = self._record("lrn1", x)
-            x = max_pool_2x2(x)
+            x = max_pool_2x2(x, before_fc=self.include_top and b == len(spec.blocks))
             if mask is not None:  # a pooled cell is valid where all its pixels are
                 mask = -max_pool_2x2(-mask)
                 x = x * mask.astype(x.dtype)
