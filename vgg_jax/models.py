@@ -137,7 +137,8 @@ def max_pool_2x2(x: Array, before_fc: bool = False) -> Array:
     n, h, w, c = x.shape
     if h % 2 or w % 2:
         return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-    return _pool_even(x, before_fc)
+    # Not for a symbolic batch (export), where the views would be gathers TFLite lacks.
+    return _pool_even(x, before_fc and isinstance(n, int))
 
 
 def _windows(x: Array) -> Array:
