@@ -1,6 +1,6 @@
 """How VGG's stride-1 "SAME" convolutions are computed: oneDNN, XLA, im2col or Winograd.
 
-``convolve_bias`` is ``models.Conv``'s layer (convolution, bias, optional ReLU); ``convolve``
+``convolve_bias`` is ``layers.Conv``'s layer (convolution, bias, optional ReLU); ``convolve``
 the convolution alone. They pick, per layer shape (``choose``):
 - on CPU, where ``vgg_jax.onednn``'s kernels are built, every convolution of at least
   ``ONEDNN_MIN_MACS`` by oneDNN (forward, input and kernel gradients; float32 and
