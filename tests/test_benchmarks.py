@@ -90,3 +90,17 @@ def test_onednn_benchmark_smoke(tmp_path):
                                             ("bfloat16", "train"), ("bfloat16", "infer")]
     assert all(float(r[6]) > 0 and float(r[7]) > 0 and r[8].endswith("x") for r in rows)
     assert "avx" in rows[0][9] or "sse" in rows[0][9]  # a kernel for this CPU's ISA
+
+
+def test_step_profile_names_the_thunks(tmp_path):
+    """The profile of the trainer's step: its rate, time by thunk kind, the overlap table."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"),
+                           "--arch", "vgg11", "--size", "32", "--batch", "4", "--width", "0.0625",
+                           "--dtype", "float32", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert re.search(r"step \d+ ms, [\d.]+ img/s \(vgg11 32/4", out)
+    kinds = out.split("by kind")[1].split("\n\n")[0]
+    assert re.search(r"^\s+[\d.]+\s+\w", kinds, re.M)  # at least one kind of thunk, timed
+    assert "thunks running at once" in out and (tmp_path / "hlo.txt").exists()
