@@ -1,6 +1,7 @@
 """oneDNN's convolutions: XLA's values and gradients, the same training, pmap, the fallback."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import ROOT
 from vgg_jax import conv, models, onednn
+from vgg_jax.kernels import build as build_lib
 
 pytestmark = pytest.mark.skipif(not onednn.available(),
                                 reason="oneDNN kernels not buildable here (see the log)")
@@ -160,8 +162,8 @@ def test_training_gives_xlas_loss_curve():
     assert bf16[-1] < 0.1 * bf16[0]
 
 
-def _python(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+def _python(code: str, cwd=ROOT, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd,
                           capture_output=True, text=True, env={**os.environ, **env},
                           timeout=600)
 
@@ -182,8 +184,25 @@ def test_pmap_over_four_cpu_devices_matches_one():
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
 
 
+def test_the_install_compiles_the_kernels(tmp_path):
+    """pip's build (setup.py's build_py) puts the library in the package; without a compiler
+    the install still succeeds and says that the kernels come later."""
+    assert os.path.dirname(onednn.library_path()) == build_lib.HERE  # `pip install -e .`'s
+    for name, env in (("ok", {}), ("nocxx", {"CXX": "/nonexistent/g++"})):
+        res = subprocess.run([sys.executable, "setup.py", "build_py", "--build-lib",
+                              str(tmp_path / name)], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, **env}, timeout=600)
+        assert res.returncode == 0, res.stderr[-1500:]
+        built = tmp_path / name / "vgg_jax" / "kernels" / build_lib.library_name()
+        assert built.exists() == (name == "ok"), res.stdout[-1500:]
+    assert "oneDNN kernels not built at install (no C++ compiler" in res.stdout
+
+
 def test_fallback_without_the_kernels(tmp_path):
-    """No compiler: one log line, XLA's convolutions, the net still runs."""
+    """An install that could not compile them, and no compiler now: one log line, XLA's
+    convolutions, the net still runs."""
+    shutil.copytree(os.path.join(ROOT, "vgg_jax"), tmp_path / "src" / "vgg_jax",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     res = _python("""
         import jax, jax.numpy as jnp
         from vgg_jax import conv, models, onednn
@@ -192,7 +211,8 @@ def test_fallback_without_the_kernels(tmp_path):
         m = models.VGG(arch="vgg11", num_classes=3, width=1 / 16, fc_width=8)
         v = m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
         print("logits", m.apply(v, jnp.ones((2, 32, 32, 3))).shape)
-        """, VGG_JAX_CACHE=str(tmp_path / "empty"), CXX="/nonexistent/g++")
+        """, cwd=tmp_path, PYTHONPATH=str(tmp_path / "src"),
+                  VGG_JAX_CACHE=str(tmp_path / "empty"), CXX="/nonexistent/g++")
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split("\n")[:3] == ["available False", "route xla", "logits (2, 3)"]
     warnings = [ln for ln in res.stderr.splitlines() if "oneDNN kernels unavailable" in ln]

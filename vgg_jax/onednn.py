@@ -5,10 +5,11 @@
 gradient are oneDNN primitives (``kernels/onednn_ffi.cc``); oneDNN picks the kernel for this
 CPU (AVX2, AVX-512, AVX-512 BF16, AMX). ``vgg_jax.conv`` routes to it on CPU.
 
-The C++ source is compiled on first use with the system's C++ compiler, against JAX's FFI
-headers (``jax.ffi.include_dir()``) and the oneDNN packages vgg_jax depends on
-(``onednn-cpu-gomp``, ``onednn-devel-cpu-gomp``), into ``$VGG_JAX_CACHE`` (default
-``~/.cache/vgg_jax``), once per source and JAX version. ``python -m vgg_jax.onednn`` builds
+``pip install`` compiles the C++ source (``kernels/build.py``, run by ``setup.py``) with the
+system's C++ compiler, against JAX's FFI headers and the oneDNN packages vgg_jax depends on
+(``onednn-cpu-gomp``, ``onednn-devel-cpu-gomp``). Where it could not (or the source or
+jaxlib changed since), the first use compiles it into ``$VGG_JAX_CACHE`` (default
+``~/.cache/vgg_jax``). ``python -m vgg_jax.onednn`` builds
 it and prints the kernels oneDNN picks here. Where it cannot be built or loaded (no
 compiler, no oneDNN, not x86-64) or ``VGG_JAX_NO_ONEDNN=1``, ``available()`` is False, one
 log line says why, and every convolution stays XLA's.
@@ -18,86 +19,47 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import platform
-import shutil
-import subprocess
 import sys
-import sysconfig
-import tempfile
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 from absl import logging
 
+from vgg_jax.kernels import build as build_lib
+
 Array = Any
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "onednn_ffi.cc")
 TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
            "vgg_onednn_conv_bias_forward": "VggConvBiasForward",
            "vgg_onednn_conv_backward_data": "VggConvBackwardData",
            "vgg_onednn_conv_backward_weights": "VggConvBackwardWeights",
-           "vgg_onednn_conv_backward_weights_bias": "VggConvBackwardWeightsBias",
            "vgg_onednn_conv_bias_backward": "VggConvBiasBackward",
            "vgg_onednn_matmul": "VggMatmul"}
 _DTYPES = (jnp.float32, jnp.bfloat16)
 
 
-class BuildError(RuntimeError):
-    """The kernels could not be compiled here (the message says what is missing)."""
-
-
-def _prefixes() -> list[str]:
-    """Where pip puts the oneDNN packages' include/ and lib/ (the interpreter's prefixes)."""
-    found = []
-    for p in (sys.prefix, sys.base_prefix, os.path.dirname(sysconfig.get_paths()["data"])):
-        if p not in found:
-            found.append(p)
-    return found
-
-
-def _onednn_prefix() -> str:
-    for prefix in _prefixes():
-        if (os.path.exists(os.path.join(prefix, "include", "dnnl.hpp"))
-                and os.path.exists(os.path.join(prefix, "lib", "libdnnl.so"))):
-            return prefix
-    raise BuildError("oneDNN headers or library not found (pip install onednn-cpu-gomp "
-                     "onednn-devel-cpu-gomp, which vgg_jax lists)")
+BuildError = build_lib.BuildError
 
 
 def library_path() -> str:
-    """Where the compiled kernels for this source and this JAX live."""
-    with open(SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read() + jax.__version__.encode()).hexdigest()[:16]
+    """Where the compiled kernels for this source and this jaxlib are: the copy ``pip install``
+    built into the package, else the one built on first use in ``$VGG_JAX_CACHE``."""
+    name = build_lib.library_name()
+    installed = os.path.join(build_lib.HERE, name)
+    if os.path.exists(installed):
+        return installed
     cache = os.environ.get("VGG_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
                                                             "vgg_jax")
-    return os.path.join(cache, f"onednn_ffi-{digest}.so")
+    return os.path.join(cache, name)
 
 
 def build(force: bool = False) -> str:
-    """Compiles ``kernels/onednn_ffi.cc`` (unless already built); returns the library path."""
+    """The kernels' library path, compiling them first unless built (by the install or before)."""
     path = library_path()
-    if os.path.exists(path) and not force:
-        return path
-    compiler = shutil.which(os.environ.get("CXX") or "g++") or shutil.which("c++")
-    if not compiler or (os.environ.get("CXX") and not shutil.which(os.environ["CXX"])):
-        raise BuildError(f"no C++ compiler ({os.environ.get('CXX') or 'g++'} not found; "
-                         f"install g++ or set $CXX)")
-    prefix = _onednn_prefix()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, partial = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
-    os.close(fd)
-    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", SOURCE, "-o", partial,
-               f"-I{jax.ffi.include_dir()}", f"-I{os.path.join(prefix, 'include')}",
-               f"-L{os.path.join(prefix, 'lib')}", "-ldnnl",
-               f"-Wl,-rpath,{os.path.join(prefix, 'lib')}"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        os.unlink(partial)
-        first = next((ln for ln in result.stderr.splitlines() if "error" in ln), result.stderr)
-        raise BuildError(f"compiling {os.path.basename(SOURCE)} failed: {first.strip()[:300]}")
-    os.replace(partial, path)  # atomic: concurrent builders (test workers) never see half
+    if force or not os.path.exists(path):
+        build_lib.compile_library(path)
     return path
 
 
@@ -113,6 +75,9 @@ def _load() -> Optional[ctypes.CDLL]:
     # threads on the same cores (a bfloat16 training step ran 40x slower on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
+        runtime = build_lib.onednn_runtime()
+        if runtime:  # before the kernels, which need it (by name) and may not find it
+            ctypes.CDLL(runtime, mode=ctypes.RTLD_GLOBAL)
         lib = ctypes.CDLL(build())
     except (BuildError, OSError) as e:
         logging.warning("oneDNN kernels unavailable, using XLA's convolutions: %s", e)

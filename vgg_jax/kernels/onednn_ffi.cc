@@ -227,15 +227,6 @@ ffi::Error ConvBackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
   return Call(kConvBackwardWeights, x, dy, dk, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]});
 }
 
-ffi::Error ConvBackwardWeightsBias(ffi::AnyBuffer x, ffi::AnyBuffer dy,
-                                   ffi::Result<ffi::AnyBuffer> dk,
-                                   ffi::Result<ffi::AnyBuffer> dbias) {
-  auto xd = Dims(x.dimensions()), kd = Dims(dk->dimensions());
-  ffi::AnyBuffer db = *dbias;
-  return Call(kConvBackwardWeights, x, dy, dk, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]},
-              &db);
-}
-
 // The whole backward pass of conv_bias in one call, so that XLA never runs two of its
 // primitives at once (each uses every core; together they thrash): the input gradient
 // unless ``data`` is false (nothing needs it: the images), then the kernel and bias
@@ -272,12 +263,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBiasForward, ConvBiasForward,
                                   .Attr<bool>("relu"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardData, ConvBackwardData, VGG_BINARY);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeights, ConvBackwardWeights, VGG_BINARY);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeightsBias, ConvBackwardWeightsBias,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBiasBackward, ConvBiasBackward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
