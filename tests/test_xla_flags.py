@@ -1,10 +1,12 @@
 """The fast XLA:CPU configuration vgg_jax sets on import computes what plain XLA computes."""
 
 import os
+import platform
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = """
 import os, sys
@@ -52,3 +54,32 @@ def test_fast_cpu_path_gives_the_same_loss_and_gradients(tmp_path):
     for key in keys:  # conv biases before BatchNorm have (near-)zero gradients: absolute there
         np.testing.assert_allclose(fast[key], plain[key], rtol=1e-3,
                                    atol=1e-4 * np.abs(b).max(), err_msg=key)
+
+
+FAULTS = """
+import resource
+import vgg_jax
+import jax, jax.numpy as jnp
+f = jax.jit(lambda x, w: (x @ w).sum())  # a 64 MiB product in XLA's temporaries
+x, w = jnp.ones((1024, 1024)), jnp.ones((1024, 16384))
+f(x, w).block_until_ready()
+start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    f(x, w).block_until_ready()
+print(vgg_jax.MALLOC_TUNED, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's malloc only")
+def test_malloc_reuse_keeps_repeated_steps_from_page_faulting_their_memory():
+    def faults(**env) -> tuple[str, int]:
+        base = {k: v for k, v in os.environ.items() if k != "VGG_JAX_MALLOC"}
+        res = subprocess.run([sys.executable, "-c", FAULTS], env={**base, **env},
+                             capture_output=True, text=True, check=True)
+        tuned, count = res.stdout.split()
+        return tuned, int(count)
+    tuned, count = faults(VGG_JAX_MALLOC="reuse")
+    assert tuned == "True" and count < 1000, count  # 4 KiB pages
+    tuned, count = faults()  # glibc's defaults: a fresh mmap a call
+    assert tuned == "False" and count > 0.9 * 3 * 16384, count
