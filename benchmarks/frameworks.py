@@ -125,6 +125,17 @@ def jax_train_setup(config, per_device_batch: int, num_classes: int = 1000):
     return p_train, p_eval, state, sharding.to_local_devices(host), rng
 
 
+def run_steps(step, state, batch, rng, steps: int):
+    """Runs a pmap-ed train step ``steps`` (>= 1) times on one batch; returns
+    ``(state, metrics, seconds)``, the last step's metrics."""
+    import jax
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step(state, batch, rng)
+    jax.block_until_ready(metrics)
+    return state, metrics, time.perf_counter() - start
+
+
 def measure_jax(case: Case) -> list[dict]:
     """vgg_jax's train and eval steps; ``first_call_s`` is the XLA compile time alone."""
     import jax

@@ -16,7 +16,6 @@ bf16), and peak device memory. Appends rows to benchmarks/results/gpu.md.
 import argparse
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -40,18 +39,10 @@ def measure(arch: str, args) -> dict:
     batch = args.per_device_batch * devices
     config.batch_size = batch
     step, _, state, data, rng = frameworks.jax_train_setup(config, args.per_device_batch)
-    start = time.time()
-    state, metrics = step(state, data, rng)
-    jax.block_until_ready(metrics)
-    compile_s = time.time() - start
-    for _ in range(args.warmup):
-        state, metrics = step(state, data, rng)
-    jax.block_until_ready(metrics)
-    start = time.time()
-    for _ in range(args.steps):
-        state, metrics = step(state, data, rng)
-    jax.block_until_ready(metrics)
-    seconds = time.time() - start
+    state, _, compile_s = frameworks.run_steps(step, state, data, rng, 1)
+    if args.warmup:
+        state, _, _ = frameworks.run_steps(step, state, data, rng, args.warmup)
+    state, metrics, seconds = frameworks.run_steps(step, state, data, rng, args.steps)
     images_per_s = args.steps * batch / seconds
     macs = frameworks.forward_macs(arch, args.image_size, args.width)
     tflops = images_per_s * 3 * 2 * macs / 1e12

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -70,19 +69,13 @@ def main(argv=None) -> None:
     p_train, _, state, batch, rng = frameworks.jax_train_setup(
         config, args.batch // jax.local_device_count(), 1000 if args.width == 1 else 10)
     step = p_train.lower(state, batch, rng).compile()
-    state, metrics = step(state, batch, rng)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = step(state, batch, rng)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - start) / args.steps
+    state, _, _ = frameworks.run_steps(step, state, batch, rng, 1)
+    state, _, seconds = frameworks.run_steps(step, state, batch, rng, args.steps)
+    seconds /= args.steps
     print(f"step {seconds * 1e3:.0f} ms, {args.batch / seconds:.2f} img/s "
           f"({args.arch} {args.size}/{args.batch} x{args.width:g} {args.dtype})")
     jax.profiler.start_trace(args.out)
-    for _ in range(args.steps):
-        state, metrics = step(state, batch, rng)
-    jax.block_until_ready(metrics)
+    frameworks.run_steps(step, state, batch, rng, args.steps)
     jax.profiler.stop_trace()
     hlo = step.as_text()
     with open(os.path.join(args.out, "hlo.txt"), "w") as f:

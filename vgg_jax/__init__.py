@@ -14,13 +14,15 @@ __version__ = "0.1.0"
 # float32 training 1.19x faster with YNN's). "dot" instead, which also fuses their neighbours,
 # put pool5 and fc6-fc8 into one YNN graph: VGG-16 224/8 inference 2.1x slower. Copy
 # insertion with region analysis keeps XLA:CPU from copying fc6-fc8's donated weights
-# (400 MB) at the start of every training step, beside conv1_1 (VGG-16 224/8 float32 training 1.06x, bfloat16 1.04x). These only
-# take effect if set before JAX starts its backend, and never override a value the user
-# chose. VGG_JAX_PLAIN_XLA=1 keeps XLA's defaults.
+# (400 MB) at the start of every training step, beside conv1_1 (VGG-16 224/8 float32
+# training 1.06x, bfloat16 1.04x). These only take effect if set before JAX starts its
+# backend, and never override a value the user chose. VGG_JAX_PLAIN_XLA=1 keeps XLA's
+# defaults.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
 _ONEDNN = (__import__("platform").machine() in ("x86_64", "AMD64")
            and _os.environ.get("VGG_JAX_NO_ONEDNN") != "1")
-_FAST_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "individual_dot,reduce" if _ONEDNN else "",
+_YNN_TYPES = "individual_dot,reduce" if _ONEDNN else ""
+_FAST_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": _YNN_TYPES,
                    "xla_cpu_copy_insertion_use_region_analysis": "true"}
 if _os.environ.get("VGG_JAX_PLAIN_XLA", "0") != "1":
     for _name, _value in _FAST_CPU_FLAGS.items():

@@ -42,9 +42,9 @@ def jax_include_dir() -> str:
     return os.path.join(os.path.dirname(spec.origin), "include")
 
 
-def _installed(distribution: str, name: str) -> str | None:
-    """Where pip put a package's file ``name`` (in whichever prefix: pip's build environment
-    is not ``sys.prefix``)."""
+def _installed(distribution: str, name: str, folder: str = "lib") -> str | None:
+    """Where pip put a package's file ``folder/name`` (in whichever prefix: pip's build
+    environment is not ``sys.prefix``)."""
     try:
         files = importlib.metadata.distribution(distribution).files or []
     except importlib.metadata.PackageNotFoundError:
@@ -52,14 +52,14 @@ def _installed(distribution: str, name: str) -> str | None:
     for f in files:
         if f.name == name:
             path = os.path.normpath(str(f.locate()))
-            if os.path.exists(path):
+            if os.path.basename(os.path.dirname(path)) == folder and os.path.exists(path):
                 return path
     return None
 
 
 def onednn_prefix() -> str:
     """The prefix whose include/ and lib/ hold oneDNN (pip's packages, else the system's)."""
-    header = _installed("onednn-devel-cpu-gomp", "dnnl.hpp")
+    header = _installed("onednn-devel-cpu-gomp", "dnnl.hpp", "include")
     library = _installed("onednn-cpu-gomp", "libdnnl.so")
     if header and library:
         prefix = os.path.dirname(os.path.dirname(header))
