@@ -106,6 +106,51 @@ def test_fused_bias_and_relu_match_xla(shape, relu, dtype):
         assert float(jnp.abs(f32(a) - b).max()) <= tol * float(jnp.abs(b).max())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", [(8, 3136, 256), (3, 5, 7), (128, 512, 512)])
+def test_fully_connected_products_and_gradients_match_xla(shape, dtype):
+    """onednn.dense (fc6-fc8): the product and both gradients, which read the kernel and
+    the input transposed in place."""
+    n, k, m = shape
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(n, k)), dtype)
+    kernel = jnp.asarray(rng.normal(size=(k, m)) / np.sqrt(k), dtype)
+    dy = jnp.asarray(rng.normal(size=(n, m)), jnp.float32)
+    f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+    y, vjp = jax.vjp(onednn.dense, x, kernel)
+    want, want_vjp = jax.vjp(jnp.dot, f32(x), f32(kernel))
+    tol = 1e-5 if dtype == "float32" else 2e-2
+    for a, b in zip((y, *vjp(dy.astype(x.dtype))), (want, *want_vjp(dy))):
+        assert a.shape == b.shape and a.dtype == x.dtype
+        assert float(jnp.abs(f32(a) - b).max()) <= tol * float(jnp.abs(b).max())
+    np.testing.assert_allclose(onednn.matmul(x.T, kernel.T, True, True), f32(x) @ f32(kernel),
+                               rtol=tol, atol=tol * float(jnp.abs(want).max()))
+
+
+def test_fc_layers_use_onednn_where_asked():
+    """fc6-fc8 take oneDNN's product under the default algorithm, give XLA's values, and
+    stay XLA's dots for exporters ("xla") and in dense (score map) evaluation."""
+    kw = dict(arch="vgg11", num_classes=256, width=1 / 8, fc_width=512)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(8, 64, 64, 3)), jnp.float32)
+    variables = models.VGG(**kw).init(jax.random.key(0), x[:1])
+
+    def calls(algorithm, **apply_kw):
+        jaxpr = jax.make_jaxpr(lambda v: models.VGG(**kw, conv_algorithm=algorithm).apply(
+            v, x, **apply_kw))(variables)
+        return str(jaxpr).count("vgg_onednn_matmul")
+
+    assert calls("auto") == 3 and calls("xla") == 0  # fc6 (8x256x512), fc7, fc8 (8x512x256)
+    assert calls("auto", dense=True) == 0
+    loss = lambda algorithm: lambda v: (models.VGG(**kw, conv_algorithm=algorithm).apply(  # noqa: E731
+        v, x) ** 2).mean()
+    ours, want = jax.grad(loss("auto"))(variables), jax.grad(loss("xla"))(variables)
+    for layer in ("fc6", "fc7", "fc8"):
+        for name in ("kernel", "bias"):
+            np.testing.assert_allclose(ours["params"][layer][name], want["params"][layer][name],
+                                       rtol=1e-4, atol=1e-6 * float(jnp.abs(
+                                           want["params"][layer][name]).max()))
+
+
 def test_vmap_gives_each_examples_gradient():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 1, 6, 6, 4)), jnp.float32)
     k = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 4, 5)), jnp.float32)
@@ -151,7 +196,8 @@ def test_training_without_batch_norm_gives_xlas_loss_curve():
     np.testing.assert_allclose(ours, xla, rtol=1e-4)
 
 
-def test_training_gives_xlas_loss_curve():
+def test_training_gives_xlas_loss_curve(monkeypatch):
+    monkeypatch.setattr(conv, "ONEDNN_MIN_MACS", 0)  # fc6-fc8 too (tiny here) go to oneDNN
     xla, ours = _train("xla"), _train("onednn")
     assert ours[-1] < ours[0]  # it learns
     np.testing.assert_allclose(ours, xla, rtol=1e-4)

@@ -76,6 +76,16 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
     return "xla"
 
 
+def dense_uses_onednn(x_shape, kernel_shape, dtype, backend: str | None = None) -> bool:
+    """Whether a (N, K) x (K, M) fully connected product of these shapes goes to oneDNN
+    (``layers.fc_dot_general``): on CPU, where the kernels are built, for float32 or
+    bfloat16 products of at least ``ONEDNN_MIN_MACS``."""
+    backend = backend or jax.default_backend()
+    return (ONEDNN and backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16)
+            and x_shape[0] * kernel_shape[0] * kernel_shape[1] >= ONEDNN_MIN_MACS
+            and _onednn_available())
+
+
 def _onednn_available() -> bool:
     from vgg_jax import onednn  # imported late: it builds its kernels on first use
     return onednn.available()

@@ -1,5 +1,6 @@
 """VGG's layers: the convolution (with bias and ReLU), local response normalisation, 2x2
-max-pooling and fc6 (dense or as a convolution); ``models.VGG`` stacks them per Table 1."""
+max-pooling, fc6 (dense or as a convolution) and the product fc6-fc8 multiply by
+(``fc_dot_general``); ``models.VGG`` stacks them per Table 1."""
 
 from __future__ import annotations
 
@@ -111,6 +112,28 @@ class Conv(nn.Module):
         return conv.convolve_bias(x, kernel, bias, self.relu, self.algorithm, self.training)
 
 
+def fc_dot_general(algorithm: str = "auto") -> Callable:
+    """The ``lax.dot_general`` fc6-fc8 use (flax's ``nn.Dense(dot_general=...)``).
+
+    With ``algorithm`` "auto" (or "onednn"), on CPU where ``vgg_jax.onednn``'s kernels are
+    built, a plain (N, K) x (K, M) product of float32 or bfloat16 operands of at least
+    ``conv.ONEDNN_MIN_MACS`` is oneDNN's (``onednn.dense``, its gradients too); anything else
+    (another algorithm, as exporters ask for; a score map's 4-D input) is XLA's.
+    """
+    plain = (((1,), (0,)), ((), ()))
+
+    def dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
+        if (algorithm in ("auto", "onednn") and dimension_numbers == plain
+                and x.ndim == kernel.ndim == 2 and x.dtype == kernel.dtype and preferred_element_type in (None, x.dtype)
+                and conv.dense_uses_onednn(x.shape, kernel.shape, x.dtype)):
+            from vgg_jax import onednn
+            return onednn.dense(x, kernel)
+        return jax.lax.dot_general(x, kernel, dimension_numbers, precision,
+                                   preferred_element_type=preferred_element_type)
+
+    return dot_general
+
+
 class FC6(nn.Module):
     """fc6: a dense layer over the flattened (NHWC) last feature map.
 
@@ -122,6 +145,7 @@ class FC6(nn.Module):
     kernel_init: Callable
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    algorithm: str = "auto"
 
     @nn.compact
     def __call__(self, x: Array, dense: bool = False) -> Array:
@@ -150,4 +174,5 @@ class FC6(nn.Module):
                 f"fc6 was built for a {window}x{window}x{c} feature map "
                 f"(input {32 * window}x{32 * window}) but got {h}x{w}x{c}: resize the images "
                 f"to {32 * window}x{32 * window} or use dense=True.")
-        return x.reshape(n, -1) @ kernel + bias
+        product = fc_dot_general(self.algorithm)
+        return product(x.reshape(n, -1), kernel, (((1,), (0,)), ((), ()))) + bias

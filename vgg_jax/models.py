@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.layers import FC6, Conv, local_response_norm, max_pool_2x2  # noqa: F401
+from vgg_jax.layers import FC6, Conv, fc_dot_general, local_response_norm, max_pool_2x2  # noqa: F401
 
 Array = Any
 
@@ -146,7 +146,9 @@ class VGG(nn.Module):
         (on CPU the rounding passes cost 0.2 s of a 2 s VGG-16 224/8 step).
       bn_axis_name: pmap axis over which BatchNorm statistics are averaged in training.
       conv_algorithm: how the convolutions are computed (``vgg_jax.conv``): 'auto' picks per
-        layer; 'xla' keeps every one a plain ``lax.conv_general_dilated`` (what exporters want).
+        layer (and lets oneDNN take fc6-fc8's products on CPU: ``layers.fc_dot_general``);
+        'xla' keeps every one a plain ``lax.conv_general_dilated`` and fc6-fc8 XLA's dots
+        (what exporters want).
 
     Calling ``model.apply(variables, images, train=..., dense=...)`` with NHWC images returns
     logits (N, num_classes); with ``dense=True`` the class score map is averaged spatially
@@ -229,8 +231,10 @@ class VGG(nn.Module):
         fc_width = self.fc_width or max(1, round(4096 * self.width))
         fc_dtype = self.fc_dtype or self.param_dtype
         out_dtype = self.dtype or jnp.result_type(x, self.param_dtype)
-        dense_kw = dict(kernel_init=fc_init, dtype=fc_dtype, param_dtype=self.param_dtype)
-        x = FC6(fc_width, fc_init, fc_dtype, self.param_dtype, name="fc6")(x, dense=dense)
+        dense_kw = dict(kernel_init=fc_init, dtype=fc_dtype, param_dtype=self.param_dtype,
+                        dot_general=fc_dot_general(self.conv_algorithm))
+        x = FC6(fc_width, fc_init, fc_dtype, self.param_dtype, self.conv_algorithm,
+                name="fc6")(x, dense=dense)
         x = self._hidden(x.astype(out_dtype), "fc6", train)
         x = nn.Dense(fc_width, name="fc7", **dense_kw)(x)
         x = self._hidden(x.astype(out_dtype), "fc7", train)

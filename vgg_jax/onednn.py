@@ -3,7 +3,9 @@
 ``conv(x, kernel)`` is a stride-1 "SAME" convolution of NHWC ``x`` with an HWIO ``kernel``
 (float32, or bfloat16 accumulated in float32) whose forward pass, input gradient and kernel
 gradient are oneDNN primitives (``kernels/onednn_ffi.cc``); oneDNN picks the kernel for this
-CPU (AVX2, AVX-512, AVX-512 BF16, AMX). ``vgg_jax.conv`` routes to it on CPU.
+CPU (AVX2, AVX-512, AVX-512 BF16, AMX). ``vgg_jax.conv`` routes to it on CPU. ``dense(x,
+kernel)`` is fc6-fc8's product (and its gradients) by oneDNN's matmul
+(``layers.fc_dot_general`` routes to it).
 
 ``pip install`` compiles the C++ source (``kernels/build.py``, run by ``setup.py``) with the
 system's C++ compiler, against JAX's FFI headers and the oneDNN packages vgg_jax depends on
@@ -191,13 +193,38 @@ def _conv_bias_bwd(relu, residuals, dy):
 conv_bias.defvjp(_conv_bias_fwd, _conv_bias_bwd, symbolic_zeros=True)
 
 
-def matmul(a: Array, b: Array) -> Array:
-    """(M, K) @ (K, N) by oneDNN, in ``a``'s dtype (float32 accumulation), no gradient.
+def matmul(a: Array, b: Array, transpose_a: bool = False, transpose_b: bool = False) -> Array:
+    """``op(a) @ op(b)`` by oneDNN, in ``a``'s dtype (float32 accumulation), no gradient;
+    ``op`` transposes ``a`` (given as K x M) or ``b`` (given as N x K) where asked, without
+    a copy."""
+    m = a.shape[1] if transpose_a else a.shape[0]
+    n = b.shape[0] if transpose_b else b.shape[1]
+    return _call("vgg_onednn_matmul", ((m, n), a.dtype), a, b, transpose_a=bool(transpose_a),
+                 transpose_b=bool(transpose_b))
 
-    For measuring what the CPU's matrix units do (``benchmarks/speed.py``'s peaks); the
-    fully connected layers stay XLA's.
+
+@jax.custom_vjp
+def dense(x: Array, kernel: Array) -> Array:
+    """``x @ kernel`` for (N, K) ``x`` and a (K, M) ``kernel`` (fc6-fc8), by oneDNN; both
+    gradients are oneDNN products too, reading ``kernel`` and ``x`` transposed in place.
+
+    At VGG's batch sizes these products are bound by reading the kernel (fc6: 411 MB in
+    float32); XLA:CPU's ran about 1.5x slower (``benchmarks/results/onednn.md``).
     """
-    return _call("vgg_onednn_matmul", ((a.shape[0], b.shape[1]), a.dtype), a, b)
+    return matmul(x, kernel)
+
+
+def _dense_fwd(x, kernel):
+    return matmul(x, kernel), (x, kernel)
+
+
+def _dense_bwd(residuals, dy):
+    x, kernel = residuals
+    dy = dy.astype(x.dtype)
+    return matmul(dy, kernel, transpose_b=True), matmul(x, dy, transpose_a=True)
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 def main() -> None:

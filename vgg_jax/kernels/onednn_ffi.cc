@@ -64,7 +64,7 @@ enum Op { kConvForward = 0, kConvBackwardData = 1, kConvBackwardWeights = 2, kMa
 
 memory::dims Pad(int64_t k) { return {k / 2, k / 2}; }
 
-// dims: N, H, W, C, KH, KW, O (convolutions) or M, K, N (matmul).
+// dims: N, H, W, C, KH, KW, O (convolutions) or M, K, N, transpose A, transpose B (matmul).
 std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::data_type in,
                                memory::data_type out, Extras extras) {
   auto plan = std::make_shared<Plan>();
@@ -76,15 +76,15 @@ std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::dat
     post.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(post);
   }
-  if (op == kMatmul) {
+  if (op == kMatmul) {  // d: M, K, N, whether A is stored transposed (K x M), whether B is
     int64_t m = d[0], k = d[1], n = d[2];
-    plan->a_user = plan->a = memory::desc({m, k}, in, tag::ab);
-    plan->b_user = memory::desc({k, n}, in, tag::ab);
+    plan->a_user = plan->a = memory::desc({m, k}, in, d[3] ? tag::ba : tag::ab);
+    // B as stored: oneDNN's blocked layout would need a reorder of the whole matrix per call,
+    // which costs more than the product at VGG's batch sizes (fc6: 5x slower).
+    plan->b_user = plan->b = memory::desc({k, n}, in, d[4] ? tag::ba : tag::ab);
     plan->c_user = plan->c = memory::desc({m, n}, out, tag::ab);
-    auto pd = dnnl::matmul::primitive_desc(eng, plan->a, memory::desc({k, n}, in, tag::any),
-                                           plan->c, attr);
+    auto pd = dnnl::matmul::primitive_desc(eng, plan->a, plan->b, plan->c, attr);
     plan->scratchpad = pd.scratchpad_desc();
-    plan->b = pd.weights_desc();
     plan->primitive = dnnl::matmul(pd);
     plan->impl = pd.impl_info_str();
     return plan;
@@ -245,9 +245,13 @@ ffi::Error ConvBiasBackward(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer 
   return Call(kConvBackwardWeights, x, dy, dk, dims, &db);
 }
 
-ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c) {
+// c = op(a) @ op(b), op transposing a (stored K x M) or b (stored N x K) where asked.
+ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+                  bool transpose_a, bool transpose_b) {
   auto ad = Dims(a.dimensions()), bd = Dims(b.dimensions());
-  return Call(kMatmul, a, b, c, {ad[0], ad[1], bd[1]});
+  int64_t m = transpose_a ? ad[1] : ad[0], k = transpose_a ? ad[0] : ad[1];
+  int64_t n = transpose_b ? bd[0] : bd[1];
+  return Call(kMatmul, a, b, c, {m, k, n, transpose_a, transpose_b});
 }
 
 }  // namespace
@@ -273,7 +277,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBiasBackward, ConvBiasBackward,
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<bool>("data")
                                   .Attr<bool>("weights"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VggMatmul, Matmul, VGG_BINARY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggMatmul, Matmul,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("transpose_a")
+                                  .Attr<bool>("transpose_b"));
 
 // The kernel oneDNN picked for a convolution (empty if it cannot make one): for logs and tests.
 // op: 0 forward, 1 input gradient, 2 kernel gradient; bias: with the bias (and its gradient).
