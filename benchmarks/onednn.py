@@ -1,11 +1,12 @@
-"""oneDNN's convolutions against XLA's: whole training and inference steps, side by side.
+"""oneDNN's kernels against XLA's: whole training and inference steps, side by side.
 
-    python benchmarks/onednn.py [--cases vgg16:224:8,vgg11:32:128:0.25] [--rounds 3]
+    python benchmarks/onednn.py [--cases vgg16:224:8,vgg11:32:128:0.25] [--rounds 3] [--fc]
 
 For each case (arch:image size:batch[:width]) and dtype (float32, bfloat16), the same
 jit-compiled SGD training step and inference step, built twice in one process: with
 ``vgg_jax.conv``'s rules without oneDNN (XLA, im2col, Winograd: what vgg_jax ran before
-``vgg_jax.onednn``) and with every convolution by oneDNN. Images/s are medians over
+``vgg_jax.onednn``) and with every convolution and fc6-fc8 by oneDNN; with ``--fc``, both
+with oneDNN's convolutions, fc6-fc8 XLA's dots against oneDNN's. Images/s are medians over
 ``--rounds`` rounds of ``--steps`` steps, the two alternating. Prints the CPU model and its
 ISA extensions and oneDNN's kernel for a 3x3 layer; appends rows to
 benchmarks/results/onednn.md.
@@ -32,9 +33,11 @@ from vgg_jax import conv, models, onednn  # noqa: E402
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def build(arch, size, batch, width, dtype, use_onednn: bool):
-    """(train step, inference step, state) compiled with or without oneDNN's kernels."""
-    conv.ONEDNN = use_onednn  # read while tracing: each step keeps the routes it was built with
+def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = False):
+    """(train step, inference step, state) compiled with or without oneDNN's kernels (with
+    ``fc_only``: with or without them for fc6-fc8, the convolutions oneDNN's)."""
+    # Read while tracing: each step keeps the routes it was built with.
+    conv.ONEDNN, conv.ONEDNN_FC = use_onednn or fc_only, use_onednn
     try:
         model = models.VGG(arch=arch, num_classes=1000 if width == 1 else 10, width=width,
                            dtype=dtype, dropout_rate=0.0)
@@ -64,7 +67,7 @@ def build(arch, size, batch, width, dtype, use_onednn: bool):
         jax.block_until_ready(state)
         jax.block_until_ready(infer(variables))
     finally:
-        conv.ONEDNN = True
+        conv.ONEDNN, conv.ONEDNN_FC = True, True
     return train, infer, state, variables
 
 
@@ -82,6 +85,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--fc", action="store_true",
+                        help="Only fc6-fc8 with and without oneDNN (convolutions oneDNN's).")
     parser.add_argument("--out", default=results_table.RESULTS, help="Folder of onednn.md.")
     args = parser.parse_args(argv)
     print(results_table.cpu_description(), flush=True)
@@ -96,7 +101,8 @@ def main(argv=None) -> None:
                                          (3, 3, round(128 * width), round(128 * width)), dtype)
             runs = {}
             for use in (False, True):
-                train, infer, state, variables = build(arch, size, batch, width, dtype, use)
+                train, infer, state, variables = build(arch, size, batch, width, dtype, use,
+                                                       args.fc)
 
                 def train_step(train=train, state=state):
                     state[:3] = train(*state)[:3]
@@ -111,17 +117,20 @@ def main(argv=None) -> None:
             for mode in ("train", "infer"):
                 rate = {use: batch / np.median(run["times"][mode]) for use, run in runs.items()}
                 row = results_table.append_row(
-                    "onednn", "oneDNN's convolutions against XLA's, whole steps",
+                    "onednn", "oneDNN's kernels against XLA's, whole steps",
                     "The same jit-compiled step built twice in one process: with vgg_jax.conv's "
                     "rules without oneDNN (XLA's convolutions, im2col on tiny maps, Winograd "
                     "in float32 inference: vgg_jax before vgg_jax.onednn) and with every "
-                    "convolution by oneDNN (forward, input and kernel gradients). Images/s: "
+                    "convolution by oneDNN (forward, input and kernel gradients) and, from "
+                    "2026-12-02, fc6-fc8's products too. Rows with 'fc only' compare fc6-fc8 "
+                    "by XLA and by oneDNN, both with oneDNN's convolutions (--fc). Images/s: "
                     "medians over rounds, the two alternating.",
                     ["net", "batch", "dtype", "step", "img/s without", "img/s with oneDNN",
                      "speed-up", "oneDNN kernel (3x3)"],
                     [f"{arch}/{width:g} {size}" if width != 1 else f"{arch} {size}", batch,
-                     dname, mode, f"{rate[False]:.2f}", f"{rate[True]:.2f}",
-                     f"{rate[True] / rate[False]:.2f}x", impl], directory=args.out)
+                     dname + (" fc only" if args.fc else ""), mode, f"{rate[False]:.2f}",
+                     f"{rate[True]:.2f}", f"{rate[True] / rate[False]:.2f}x", impl],
+                    directory=args.out)
                 print(row, end="", flush=True)
 
 

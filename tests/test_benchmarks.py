@@ -90,6 +90,13 @@ def test_onednn_benchmark_smoke(tmp_path):
                                             ("bfloat16", "train"), ("bfloat16", "infer")]
     assert all(float(r[6]) > 0 and float(r[7]) > 0 and r[8].endswith("x") for r in rows)
     assert "avx" in rows[0][9] or "sse" in rows[0][9]  # a kernel for this CPU's ISA
+    fc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn.py"), "--fc",
+                         "--cases", "vgg11:32:4:0.125", "--dtypes", "float32", "--rounds", "1",
+                         "--steps", "1", "--out", str(tmp_path)],
+                        capture_output=True, text=True, timeout=600)
+    assert fc.returncode == 0, fc.stderr[-3000:]
+    assert [ln.split("|")[5].strip() for ln in fc.stdout.splitlines()
+            if ln.startswith("| 20")] == ["float32 fc only"] * 2
 
 
 def test_step_profile_names_the_thunks(tmp_path):

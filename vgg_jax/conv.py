@@ -44,6 +44,8 @@ ONEDNN = True
 # fixed cost of a oneDNN call (~30 us forward, ~130 us for both gradients, measured on 2
 # cores) outweighs its faster kernels (benchmarks/results/onednn.md).
 ONEDNN_MIN_MACS = 1 << 20
+# Whether fc6-fc8's products may go to oneDNN too (``dense_uses_onednn``; needs ``ONEDNN``).
+ONEDNN_FC = True
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 # F(2, 3): y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and 3x3 kernel g.
@@ -81,8 +83,8 @@ def dense_uses_onednn(x_shape, kernel_shape, dtype, backend: str | None = None) 
     (``layers.fc_dot_general``): on CPU, where the kernels are built, for float32 or
     bfloat16 products of at least ``ONEDNN_MIN_MACS``."""
     backend = backend or jax.default_backend()
-    return (ONEDNN and backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16)
-            and x_shape[0] * kernel_shape[0] * kernel_shape[1] >= ONEDNN_MIN_MACS
+    return (ONEDNN and ONEDNN_FC and backend == "cpu"
+            and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16) and x_shape[0] * kernel_shape[0] * kernel_shape[1] >= ONEDNN_MIN_MACS
             and _onednn_available())
 
 
