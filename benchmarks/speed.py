@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py            # the full grid (about 25 min on 2 cores)
     python benchmarks/speed.py --quick    # VGG-16 only (about 6 min)
+    python benchmarks/speed.py --quick --rounds 3   # each case 3 times, frameworks in turn
     python benchmarks/speed.py --smoke --out DIR   # a tiny net: checks the suite (tests)
 
 Measures, each framework in its own process (``benchmarks/frameworks.py``):
@@ -116,32 +117,61 @@ def available(framework: str) -> str:
     return ""
 
 
-def measure_all(cases, timeout: float) -> tuple[list[dict], dict[str, str]]:
-    """Runs every case, grouping cases of one framework and image size into one process."""
+def measure_all(cases, timeout: float, rounds: int = 1) -> tuple[list[dict], dict[str, str]]:
+    """Runs every case, grouping cases of one framework and image size into one process,
+    ``rounds`` times over, the frameworks taking turns in each round; every row says its
+    ``round``."""
     results, errors = [], {}
     groups: dict[tuple[str, int], list[Case]] = {}
     for case, fws in cases:
         for fw in fws:
             groups.setdefault((fw, case.size), []).append(case)
-    for (fw, size), group in groups.items():
-        missing = available(fw)
-        if missing:
-            errors[fw] = missing
-            continue
-        start = time.time()
-        print(f"[speed] {fw} at {size}x{size}: {len(group)} case(s) ...", flush=True)
-        rows, error = _run_child(["--worker", fw, "--cases", json.dumps(
-            [dataclasses.asdict(c) for c in group])], timeout)
-        for r in rows:
-            r["framework"] = fw
-            print(f"[speed]   {r['arch']} b{r['batch']} {r['dtype']} {r['mode']}: "
-                  f"{r['images_per_s']:.2f} img/s", flush=True)
-        results += rows
-        if error:
-            errors[f"{fw} {size}"] = error
-            print(f"[speed]   failed: {error}", flush=True)
-        print(f"[speed]   {time.time() - start:.0f} s", flush=True)
+    for round_ in range(rounds):
+        for (fw, size), group in groups.items():
+            missing = available(fw)
+            if missing:
+                errors[fw] = missing
+                continue
+            start = time.time()
+            print(f"[speed] {fw} at {size}x{size}: {len(group)} case(s)"
+                  + (f", round {round_ + 1}/{rounds}" if rounds > 1 else "") + " ...", flush=True)
+            rows, error = _run_child(["--worker", fw, "--cases", json.dumps(
+                [dataclasses.asdict(c) for c in group])], timeout)
+            for r in rows:
+                r["framework"], r["round"] = fw, round_
+                print(f"[speed]   {r['arch']} b{r['batch']} {r['dtype']} {r['mode']}: "
+                      f"{r['images_per_s']:.2f} img/s", flush=True)
+            results += rows
+            if error:
+                errors[f"{fw} {size}"] = error
+                print(f"[speed]   failed: {error}", flush=True)
+            print(f"[speed]   {time.time() - start:.0f} s", flush=True)
     return results, errors
+
+
+def combine(results: list[dict]) -> tuple[list[dict], dict[tuple, list[float]]]:
+    """One row per framework and case from several rounds: the median images/s and compile
+    time, the highest resident peak; and, per vgg_jax case and other framework, the ratios
+    of each round (each from measurements minutes apart, not hours)."""
+    import statistics
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["framework"], *_key(r)), []).append(r)
+    combined = []
+    for rows in groups.values():
+        combined.append({**rows[0],
+                         "images_per_s": statistics.median(r["images_per_s"] for r in rows),
+                         "first_call_s": statistics.median(r["first_call_s"] for r in rows),
+                         "peak_rss_gib": max(r["peak_rss_gib"] for r in rows)})
+    per_round = {(r["round"], r["framework"], *_key(r)): r["images_per_s"] for r in results}
+    ratios: dict[tuple, list[float]] = {}
+    for (round_, fw, *key), rate in per_round.items():
+        theirs = [(other, per_round.get((round_, other, *key))) for other in FRAMEWORKS[1:]]
+        if fw == "vgg_jax":
+            for other, their in theirs:
+                if their:
+                    ratios.setdefault((other, *key), []).append(rate / their)
+    return combined, ratios
 
 
 def machine() -> str:
@@ -172,6 +202,8 @@ def report(results: list[dict], peaks: dict, pipeline_rate: float | None,
            errors: dict, command: str, seconds: float) -> tuple[str, list[dict]]:
     """The markdown report and the joined rows (one per case and mode)."""
     import frameworks
+    rounds = 1 + max((r.get("round", 0) for r in results), default=0)
+    results, round_ratios = combine(results)
     by = {(r["framework"], *_key(r)): r for r in results}
     fp32_peak = max(peaks.get(k, 0.0) for k in ("float32", "pytorch_float32", "onednn_float32"))
     bf16_peak = max(peaks.get(k, 0.0) for k in ("bfloat16", "pytorch_bfloat16",
@@ -223,8 +255,14 @@ def report(results: list[dict], peaks: dict, pipeline_rate: float | None,
           "steps after one warm-up step; compile s is XLA's compile time for vgg_jax and "
           "the first call for the others (columns only for vgg_jax); RSS is the peak resident "
           "memory of the process during the measurement. Ratios above 1 mean vgg_jax is "
-          "faster.\n", head + "".join(line(r) + "\n" for r in rows)]
+          "faster."
+          + (f" {rounds} rounds, the frameworks taking turns in each (``--rounds``): images/s "
+             f"and compile s are medians over the rounds, RSS the highest, and the ratios "
+             f"those of the medians; the ratio of each round is listed below the targets."
+             if rounds > 1 else "") + "\n", head + "".join(line(r) + "\n" for r in rows)]
     md.append(targets(rows, pipeline_rate))
+    if rounds > 1:
+        md.append(spread(rows, round_ratios))
     if errors:
         md.append("\nNot measured: " + "; ".join(f"{k}: {v}" for k, v in errors.items()) + "\n")
     return "\n".join(md), rows
@@ -287,6 +325,21 @@ def targets(rows: list[dict], pipeline_rate: float | None) -> str:
     return "\n".join(out) + "\n"
 
 
+def spread(rows: list[dict], round_ratios: dict[tuple, list[float]]) -> str:
+    """A table of vgg_jax's ratio to each framework in every round, per case."""
+    out = ["## Ratios per round\n", "| config | size | batch | dtype | step | vs | each round "
+           "| lowest | highest |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for other, name in (("pytorch", "PyTorch"), ("keras", "Keras")):
+            values = round_ratios.get((other, *_key(r)))
+            if values:
+                out.append(f"| {LETTERS.get(r['arch'], r['arch'])} | {r['size']} | "
+                           f"{r['batch']} | {r['dtype']} | {r['mode']} | {name} | "
+                           + ", ".join(f"{v:.2f}x" for v in values)
+                           + f" | {min(values):.2f}x | {max(values):.2f}x |")
+    return "\n".join(out) + "\n"
+
+
 def plot(rows: list[dict], path: str) -> None:
     """Bar chart: images/s of the three frameworks per configuration, train and inference."""
     import matplotlib
@@ -322,6 +375,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a tiny net: checks the suite")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every case this many times, the frameworks taking turns "
+                             "(medians; on a shared machine the load drifts between processes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=6.0, help=argparse.SUPPRESS)
@@ -330,6 +386,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return _worker(args)
+    if args.rounds < 1:
+        raise SystemExit(f"error: --rounds must be at least 1, got {args.rounds}")
     start = time.time()
     command = "python " + " ".join(shlex.quote(a) for a in
                                    [os.path.relpath(__file__), *sys.argv[1:]])
@@ -339,7 +397,8 @@ def main() -> None:
         raise SystemExit(f"Measuring the matmul peak failed: {error}")
     print(f"[speed] matmul peak: {peaks[0]['float32'] / 1e9:.0f} GFLOP/s float32", flush=True)
     results, errors = measure_all(grid("smoke" if args.smoke else
-                                       "quick" if args.quick else "full"), args.timeout)
+                                       "quick" if args.quick else "full"), args.timeout,
+                                  args.rounds)
     pipe, error = _run_child(["--worker", "pipeline", *small], args.timeout)
     if error:
         errors["pipeline"] = error

@@ -41,6 +41,29 @@ def test_speed_suite_smoke(tmp_path):
     assert re.search(r"input pipeline \(\d+ img/s/core x \d+ cores\) keeps up", md)
 
 
+def test_speed_rounds_give_medians_and_each_rounds_ratio():
+    """--rounds: one row per framework and case with the median rate, and vgg_jax's ratio
+    to the others round by round (the load of a shared machine drifts between processes)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import speed
+    case = dict(arch="vgg16", size=224, batch=8, dtype="float32", mode="train", width=1.0,
+                first_call_s=1.0)
+    rates = {"vgg_jax": (2.0, 3.0, 2.5), "pytorch": (1.0, 2.0, 1.25)}
+    results = [{**case, "framework": fw, "round": i, "images_per_s": rate,
+                "peak_rss_gib": 2.0 + i}
+               for fw, values in rates.items() for i, rate in enumerate(values)]
+    combined, ratios = speed.combine(results)
+    assert {r["framework"]: (r["images_per_s"], r["peak_rss_gib"]) for r in combined} == {
+        "vgg_jax": (2.5, 4.0), "pytorch": (1.25, 4.0)}
+    assert ratios == {("pytorch", "vgg16", 224, 8, "float32", "train"): [2.0, 1.5, 2.0]}
+    md, rows = speed.report(results, {"float32": 1e11, "bfloat16": 1e11}, None, {}, "cmd", 60)
+    assert rows[0]["pytorch_ratio"] == 2.0 and "3 rounds, the frameworks taking turns" in md
+    assert "| D | 224 | 8 | float32 | train | PyTorch | 2.00x, 1.50x, 2.00x | 1.50x | 2.00x |" in md
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "speed.py"),
+                           "--rounds", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "--rounds must be at least 1" in proc.stderr
+
+
 def test_layer_benchmark_smoke(tmp_path):
     """Every convolution timed in XLA (and PyTorch where installed) and by Winograd, which
     the script first checks against XLA; totals and the share of the step outside them."""
