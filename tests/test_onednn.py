@@ -141,14 +141,16 @@ def test_fc_layers_use_onednn_where_asked():
 
     assert calls("auto") == 3 and calls("xla") == 0  # fc6 (8x256x512), fc7, fc8 (8x512x256)
     assert calls("auto", dense=True) == 0
-    loss = lambda algorithm: lambda v: (models.VGG(**kw, conv_algorithm=algorithm).apply(  # noqa: E731
-        v, x) ** 2).mean()
+    def loss(algorithm):
+        model = models.VGG(**kw, conv_algorithm=algorithm)
+        return lambda v: (model.apply(v, x) ** 2).mean()
+
     ours, want = jax.grad(loss("auto"))(variables), jax.grad(loss("xla"))(variables)
     for layer in ("fc6", "fc7", "fc8"):
         for name in ("kernel", "bias"):
-            np.testing.assert_allclose(ours["params"][layer][name], want["params"][layer][name],
-                                       rtol=1e-4, atol=1e-6 * float(jnp.abs(
-                                           want["params"][layer][name]).max()))
+            expected = want["params"][layer][name]
+            np.testing.assert_allclose(ours["params"][layer][name], expected, rtol=1e-4,
+                                       atol=1e-6 * float(jnp.abs(expected).max()))
 
 
 def test_vmap_gives_each_examples_gradient():

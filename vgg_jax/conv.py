@@ -83,9 +83,9 @@ def dense_uses_onednn(x_shape, kernel_shape, dtype, backend: str | None = None) 
     (``layers.fc_dot_general``): on CPU, where the kernels are built, for float32 or
     bfloat16 products of at least ``ONEDNN_MIN_MACS``."""
     backend = backend or jax.default_backend()
-    return (ONEDNN and ONEDNN_FC and backend == "cpu"
-            and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16) and x_shape[0] * kernel_shape[0] * kernel_shape[1] >= ONEDNN_MIN_MACS
-            and _onednn_available())
+    macs = x_shape[0] * kernel_shape[0] * kernel_shape[1]
+    return (ONEDNN and ONEDNN_FC and backend == "cpu" and macs >= ONEDNN_MIN_MACS
+            and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16) and _onednn_available())
 
 
 def _onednn_available() -> bool:

@@ -124,7 +124,8 @@ def fc_dot_general(algorithm: str = "auto") -> Callable:
 
     def dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
         if (algorithm in ("auto", "onednn") and dimension_numbers == plain
-                and x.ndim == kernel.ndim == 2 and x.dtype == kernel.dtype and preferred_element_type in (None, x.dtype)
+                and x.ndim == kernel.ndim == 2 and x.dtype == kernel.dtype
+                and preferred_element_type in (None, x.dtype)
                 and conv.dense_uses_onednn(x.shape, kernel.shape, x.dtype)):
             from vgg_jax import onednn
             return onednn.dense(x, kernel)

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.layers import FC6, Conv, fc_dot_general, local_response_norm, max_pool_2x2  # noqa: F401
+from vgg_jax.layers import (FC6, Conv, fc_dot_general, local_response_norm,  # noqa: F401
+                            max_pool_2x2)
 
 Array = Any
 
