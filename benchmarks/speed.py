@@ -166,11 +166,10 @@ def combine(results: list[dict]) -> tuple[list[dict], dict[tuple, list[float]]]:
     per_round = {(r["round"], r["framework"], *_key(r)): r["images_per_s"] for r in results}
     ratios: dict[tuple, list[float]] = {}
     for (round_, fw, *key), rate in per_round.items():
-        theirs = [(other, per_round.get((round_, other, *key))) for other in FRAMEWORKS[1:]]
-        if fw == "vgg_jax":
-            for other, their in theirs:
-                if their:
-                    ratios.setdefault((other, *key), []).append(rate / their)
+        for other in FRAMEWORKS[1:] if fw == "vgg_jax" else ():
+            their = per_round.get((round_, other, *key))
+            if their:
+                ratios.setdefault((other, *key), []).append(rate / their)
     return combined, ratios
 
 

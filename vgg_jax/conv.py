@@ -65,8 +65,8 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
     if onednn is None:
         onednn = ONEDNN and backend == "cpu" and _onednn_available()
     macs = int(np.prod(x_shape)) * int(np.prod(kernel_shape[:2])) * kernel_shape[-1]
-    if (onednn and backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16)
-            and macs >= ONEDNN_MIN_MACS and _onednn_has_kernel(x_shape, kernel_shape, dtype)):
+    if (onednn and _worth_onednn(macs, dtype, backend)
+            and _onednn_has_kernel(x_shape, kernel_shape, dtype)):
         return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
         return "im2col"
@@ -82,10 +82,15 @@ def dense_uses_onednn(x_shape, kernel_shape, dtype, backend: str | None = None) 
     """Whether a (N, K) x (K, M) fully connected product of these shapes goes to oneDNN
     (``layers.fc_dot_general``): on CPU, where the kernels are built, for float32 or
     bfloat16 products of at least ``ONEDNN_MIN_MACS``."""
-    backend = backend or jax.default_backend()
     macs = x_shape[0] * kernel_shape[0] * kernel_shape[1]
-    return (ONEDNN and ONEDNN_FC and backend == "cpu" and macs >= ONEDNN_MIN_MACS
-            and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16) and _onednn_available())
+    return (ONEDNN and ONEDNN_FC and _worth_onednn(macs, dtype, backend or jax.default_backend())
+            and _onednn_available())
+
+
+def _worth_onednn(macs: int, dtype, backend: str) -> bool:
+    """Whether oneDNN takes a product of this size and dtype on ``backend`` (if built)."""
+    return (backend == "cpu" and jnp.dtype(dtype) in (jnp.float32, jnp.bfloat16)
+            and macs >= ONEDNN_MIN_MACS)
 
 
 def _onednn_available() -> bool:

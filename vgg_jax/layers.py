@@ -112,6 +112,9 @@ class Conv(nn.Module):
         return conv.convolve_bias(x, kernel, bias, self.relu, self.algorithm, self.training)
 
 
+_PLAIN_PRODUCT = (((1,), (0,)), ((), ()))  # dot_general's numbers for (N, K) x (K, M)
+
+
 def fc_dot_general(algorithm: str = "auto") -> Callable:
     """The ``lax.dot_general`` fc6-fc8 use (flax's ``nn.Dense(dot_general=...)``).
 
@@ -120,10 +123,8 @@ def fc_dot_general(algorithm: str = "auto") -> Callable:
     ``conv.ONEDNN_MIN_MACS`` is oneDNN's (``onednn.dense``, its gradients too); anything else
     (another algorithm, as exporters ask for; a score map's 4-D input) is XLA's.
     """
-    plain = (((1,), (0,)), ((), ()))
-
     def dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
-        if (algorithm in ("auto", "onednn") and dimension_numbers == plain
+        if (algorithm in ("auto", "onednn") and dimension_numbers == _PLAIN_PRODUCT
                 and x.ndim == kernel.ndim == 2 and x.dtype == kernel.dtype
                 and preferred_element_type in (None, x.dtype)
                 and conv.dense_uses_onednn(x.shape, kernel.shape, x.dtype)):
@@ -176,4 +177,4 @@ class FC6(nn.Module):
                 f"(input {32 * window}x{32 * window}) but got {h}x{w}x{c}: resize the images "
                 f"to {32 * window}x{32 * window} or use dense=True.")
         product = fc_dot_general(self.algorithm)
-        return product(x.reshape(n, -1), kernel, (((1,), (0,)), ((), ()))) + bias
+        return product(x.reshape(n, -1), kernel, _PLAIN_PRODUCT) + bias
