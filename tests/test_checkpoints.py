@@ -1,6 +1,8 @@
 """Which checkpoints are kept, what can be read without restoring, and the model record."""
 
 import dataclasses
+import os
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +36,30 @@ def test_keeps_last_k_and_the_best(tmp_path):
     restored = store.restore(dict(state, step=jnp.int32(0)))
     assert int(restored["step"]) == 7
     np.testing.assert_array_equal(restored["params"]["fc8"]["kernel"], 1.0)
+    store.close()
+
+
+def test_a_reader_opens_while_the_run_deletes_an_old_checkpoint(tmp_path, monkeypatch):
+    # The race CI once hit: orbax lists the steps, the running job removes step 1 (it keeps
+    # the last k), then orbax stats step 1's directory.
+    store = checkpoints.Checkpoints(str(tmp_path), keep=2)
+    state = {"params": {"fc8": {"kernel": jnp.ones((2, 3))}}, "step": jnp.int32(0)}
+    for step in (1, 2):
+        store.save(step, dict(state, step=jnp.int32(step)), ModelRecord("vgg11"))
+    store.wait()
+    name_format = type(ocp.step.standard_name_format())
+    real_find_all, deleted = name_format.find_all, []
+
+    def find_all_then_the_writer_deletes_step_1(self, base_path):
+        found = list(real_find_all(self, base_path))
+        if not deleted:
+            shutil.rmtree(os.path.join(str(base_path), "1"))
+            deleted.append(1)
+        return found
+
+    monkeypatch.setattr(name_format, "find_all", find_all_then_the_writer_deletes_step_1)
+    reader = checkpoints.Checkpoints(str(tmp_path), read_only=True)
+    assert deleted and reader.all_steps() == [2] and reader.latest_step() == 2
     store.close()
 
 

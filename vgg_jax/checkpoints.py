@@ -24,6 +24,7 @@ from vgg_jax.errors import CheckpointError, UserError
 from vgg_jax.record import ModelRecord
 
 BEST_METRIC = "eval_top1"
+_OPEN_ATTEMPTS = 5
 
 
 class StructureMismatch(CheckpointError):
@@ -53,10 +54,19 @@ class Checkpoints:
         self.directory = os.path.abspath(directory)
         self._read_only = read_only
         self._saving: Optional[int] = None
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options,
-            item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()})
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                self.manager = ocp.CheckpointManager(
+                    self.directory, options=options,
+                    item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                   "meta": ocp.JsonCheckpointHandler()})
+                break
+            except FileNotFoundError:
+                # A running job deleted an old step between orbax's listing and its stat of
+                # that step (a reader watching a live run); the next listing no longer has it.
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05)
 
     def latest_step(self) -> Optional[int]:
         """The newest saved step, or None."""
