@@ -20,6 +20,12 @@ pytestmark = pytest.mark.skipif(not onednn.available(),
                                 reason="oneDNN kernels not buildable here (see the log)")
 
 
+def _skip_without_kernels(dtype):
+    if not onednn.has_kernels(dtype):
+        pytest.skip(f"oneDNN has no {dtype} kernels on this CPU (bfloat16 needs AVX-512 BF16 "
+                    f"or AMX); test_cpus_without_bfloat16_kernels_keep_xla covers it")
+
+
 def _xla(x, k):
     return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -35,12 +41,32 @@ def test_kernels_are_built_and_pick_a_cpu_kernel():
     assert conv.choose((8, 2, 2, 16), (3, 3, 16, 16), backend="cpu") == "im2col"
 
 
-def test_only_convolutions_onednn_has_a_fast_kernel_for(monkeypatch):
-    """Where oneDNN would fall back to its reference code (bfloat16 without AVX-512, say),
-    the convolution stays XLA's."""
-    monkeypatch.setattr(onednn, "implementation", lambda *args: "ref:any")
-    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu",
-                       dtype=jnp.bfloat16) == "xla"
+@pytest.mark.parametrize("impl", ["ref:any", ""])
+def test_cpus_without_bfloat16_kernels_keep_xla(impl, monkeypatch):
+    """Where oneDNN has only its reference code for bfloat16 ("ref:any") or none at all
+    ("": an AVX2 CPU), bfloat16 convolutions and fc products stay XLA's, and a direct call
+    is refused at trace time with a clear error, not a runtime failure of the compiled step."""
+    real = onednn.implementation
+    monkeypatch.setattr(onednn, "implementation", lambda shape, kshape, dtype=jnp.float32, *a:
+                        impl if jnp.dtype(dtype) == jnp.bfloat16 else real(shape, kshape, dtype, *a))
+    bf16 = dict(backend="cpu", dtype=jnp.bfloat16)
+    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), **bf16) == "xla"
+    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu") == "onednn"
+    assert not conv.dense_uses_onednn((8, 4096), (4096, 4096), jnp.bfloat16, "cpu")
+    assert conv.dense_uses_onednn((8, 4096), (4096, 4096), jnp.float32, "cpu")
+    x = jnp.ones((2, 14, 14, 64), jnp.bfloat16)
+    with pytest.raises(ValueError, match="no bfloat16 kernels on this CPU"):
+        jax.jit(onednn.conv).lower(x, jnp.ones((3, 3, 64, 64), jnp.bfloat16))
+    images = jnp.ones((4, 64, 64, 3), jnp.float32)
+
+    def jaxpr(dtype):
+        model = models.VGG(arch="vgg11", num_classes=10, width=1 / 8, fc_width=1024,
+                           dtype=dtype, fc_dtype=dtype)
+        variables = model.init(jax.random.key(0), images)
+        return str(jax.make_jaxpr(lambda v: model.apply(v, images))(variables))
+
+    assert "vgg_onednn_conv" in jaxpr(jnp.float32) and "vgg_onednn_matmul" in jaxpr(jnp.float32)
+    assert "vgg_onednn" not in jaxpr(jnp.bfloat16) and "conv_general_dilated" in jaxpr(jnp.bfloat16)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -56,6 +82,7 @@ def test_only_convolutions_onednn_has_a_fast_kernel_for(monkeypatch):
     (16, 2, 2, 32, 3, 32),     # block 5 of a 32x32 image
 ])
 def test_values_and_gradients_match_xla(shape, dtype):
+    _skip_without_kernels(dtype)
     n, h, w, c, k, o = shape
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(n, h, w, c)), dtype)
@@ -82,6 +109,7 @@ def test_values_and_gradients_match_xla(shape, dtype):
     (2, 6, 6, 8, 7, 4),
 ])
 def test_fused_bias_and_relu_match_xla(shape, relu, dtype):
+    _skip_without_kernels(dtype)
     """conv_bias: the convolution, bias and ReLU of one oneDNN pass, and their gradients
     (the ReLU mask from the output, the bias gradient from the kernel-gradient primitive)."""
     n, h, w, c, k, o = shape
@@ -111,6 +139,7 @@ def test_fused_bias_and_relu_match_xla(shape, relu, dtype):
 def test_fully_connected_products_and_gradients_match_xla(shape, dtype):
     """onednn.dense (fc6-fc8): the product and both gradients, which read the kernel and
     the input transposed in place."""
+    _skip_without_kernels(dtype)
     n, k, m = shape
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=(n, k)), dtype)
@@ -203,6 +232,8 @@ def test_training_gives_xlas_loss_curve(monkeypatch):
     xla, ours = _train("xla"), _train("onednn")
     assert ours[-1] < ours[0]  # it learns
     np.testing.assert_allclose(ours, xla, rtol=1e-4)
+    if not onednn.has_kernels(jnp.bfloat16):
+        return  # no bfloat16 kernels on this CPU (test_cpus_without_bfloat16_kernels_keep_xla)
     bf16 = _train("onednn", jnp.bfloat16)
     # bfloat16 follows float32 within its precision at first, then on its own path down (at
     # this learning rate XLA's own bfloat16 run is 3-4% off float32 by the third step).

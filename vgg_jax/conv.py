@@ -83,8 +83,11 @@ def dense_uses_onednn(x_shape, kernel_shape, dtype, backend: str | None = None) 
     (``layers.fc_dot_general``): on CPU, where the kernels are built, for float32 or
     bfloat16 products of at least ``ONEDNN_MIN_MACS``."""
     macs = x_shape[0] * kernel_shape[0] * kernel_shape[1]
-    return (ONEDNN and ONEDNN_FC and _worth_onednn(macs, dtype, backend or jax.default_backend())
-            and _onednn_available())
+    if not (ONEDNN and ONEDNN_FC and _worth_onednn(macs, dtype, backend or jax.default_backend())
+            and _onednn_available()):
+        return False
+    from vgg_jax import onednn
+    return onednn.has_kernels(dtype)
 
 
 def _worth_onednn(macs: int, dtype, backend: str) -> bool:
@@ -100,9 +103,10 @@ def _onednn_available() -> bool:
 
 def _onednn_has_kernel(x_shape, kernel_shape, dtype) -> bool:
     """Whether oneDNN has a JIT kernel for this convolution on this CPU, not only its slow
-    reference code (bfloat16 on a CPU without AVX-512, for one)."""
+    reference code or none at all (bfloat16 on a CPU without AVX-512: AVX2 has none)."""
     from vgg_jax import onednn
-    return not onednn.implementation(x_shape, kernel_shape, dtype).startswith("ref")
+    impl = onednn.implementation(x_shape, kernel_shape, dtype)
+    return bool(impl) and not impl.startswith("ref") and onednn.has_kernels(dtype)
 
 
 def effective_kernel(kernel: Array, height: int, width: int) -> Array:

@@ -113,6 +113,24 @@ def implementation(x_shape, kernel_shape, dtype=jnp.float32, op: str = "forward"
                                      OPS.index(op), int(bias)).decode()
 
 
+def has_kernels(dtype) -> bool:
+    """Whether oneDNN has JIT kernels for ``dtype`` on this CPU (not only its slow reference
+    code, nor none at all: bfloat16 needs AVX-512 BF16 or AMX; a plain AVX2 CPU has neither).
+    Logs once per dtype that it has not."""
+    impl = implementation((1, 8, 8, 16), (3, 3, 16, 16), dtype)
+    if impl and not impl.startswith("ref"):
+        return True
+    name = jnp.dtype(dtype).name
+    if name not in _WARNED and _load() is not None:
+        _WARNED.add(name)
+        logging.info("oneDNN has no %s kernels on this CPU (%s): XLA computes in %s.", name,
+                     impl or "none", name)
+    return False
+
+
+_WARNED: set = set()
+
+
 def supports(x_dtype, kernel_dtype, bias_dtype=None) -> bool:
     """Whether ``conv`` / ``conv_bias`` take these dtypes (float32 or bfloat16, ``x`` and
     ``kernel`` the same)."""
@@ -125,6 +143,10 @@ def _call(target: str, results, *operands: Array, **attributes):
     """``results``: a (shape, dtype) pair, or a list of them for several results."""
     if _load() is None:
         raise RuntimeError("oneDNN kernels unavailable (see the log); check available() first")
+    for dtype in {jnp.dtype(a.dtype) for a in operands}:
+        if not has_kernels(dtype):  # at trace time, before XLA compiles a call that would fail
+            raise ValueError(f"oneDNN has no {dtype.name} kernels on this CPU (bfloat16 needs "
+                             f"AVX-512 BF16 or AMX); use XLA's (algorithm 'xla' or 'auto').")
     many = isinstance(results, list)
     structs = [jax.ShapeDtypeStruct(*r) for r in (results if many else [results])]
     # Under vmap each example is one call ("sequential"): the kernels take plain NHWC/HWIO.
@@ -240,6 +262,8 @@ def main() -> None:
         for (h, c, o) in ((224, 64, 64), (56, 256, 256), (14, 512, 512)):
             impl = ", ".join(f"{op} {implementation((8, h, h, c), (3, 3, c, o), dtype, op, True)}"
                              for op in OPS)
+            if not has_kernels(dtype):
+                impl = "no kernels on this CPU: XLA's"
             print(f"{jnp.dtype(dtype).name:>8} 8x{h}x{h}x{c} -> {o}: {impl}")
 
 
