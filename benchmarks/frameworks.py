@@ -283,8 +283,8 @@ def matmul_peak(framework: str, dtype: str = "float32",
             import jax
             import jax.numpy as jnp
             from vgg_jax import onednn
-            if framework == "onednn" and not onednn.available():
-                raise ImportError("oneDNN kernels unavailable")
+            if framework == "onednn" and not (onednn.available() and onednn.has_kernels(dtype)):
+                raise ImportError(f"no oneDNN {dtype} kernels here")
             a = jnp.ones((n, n), dtype)
             f = jax.jit(onednn.matmul if framework == "onednn" else lambda x, y: x @ y)
             run = lambda: f(a, a).block_until_ready()  # noqa: E731

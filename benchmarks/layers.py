@@ -4,8 +4,9 @@
     python benchmarks/layers.py --smoke --out DIR  # a tiny net: checks the script (tests)
 
 For every convolution of the network (identical shapes measured once) this times, in one
-process: XLA's convolution as vgg_jax runs it (forward, and forward + backward: the input
-and kernel gradients, the kernel gradient alone for conv1_1), PyTorch's (NCHW, eager) where
+process: XLA's convolution as vgg_jax runs it without oneDNN (forward, and forward + backward:
+the input and kernel gradients, the kernel gradient alone for conv1_1), oneDNN's
+(``vgg_jax.onednn.conv``, where its float32 kernels are built), PyTorch's (NCHW, eager) where
 installed, and a Winograd F(2x2, 3x3) formulation in JAX (Lavin & Gray, 2016: 2.25x fewer
 multiplications; input gradient by Winograd too, kernel gradient by XLA; not for conv1_1,
 whose 3 input channels leave nothing to save, and counted as XLA there in the totals). GFLOP/s count the
@@ -35,11 +36,22 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from speed import machine  # noqa: E402
 
-from vgg_jax import conv, models  # noqa: E402
+from vgg_jax import conv, models, onednn  # noqa: E402
+
+METHODS = (("xla", "XLA"), ("onednn", "oneDNN"), ("torch", "PyTorch"),
+           ("winograd", "Winograd F(2,3), JAX"))
 
 def direct(x, w):
-    """XLA's convolution (im2col on the tiny maps where vgg_jax uses it)."""
-    return conv.convolve(x, w, "im2col" if conv.choose(x.shape, w.shape) == "im2col" else "xla")
+    """XLA's convolution (im2col on the tiny maps where vgg_jax uses it without oneDNN)."""
+    return conv.convolve(x, w, "im2col" if conv.choose(x.shape, w.shape, onednn=False)
+                         == "im2col" else "xla")
+
+
+def _check(method, x, w, name: str) -> None:
+    want, got = direct(x, w), method(x, w)
+    err = float(jnp.abs(got - want).max() / jnp.abs(want).max())
+    if err > 1e-5:
+        raise AssertionError(f"{method.__name__} differs from XLA by {err:.1e} at {name}")
 
 
 def layer_shapes(arch: str, size: int, width: float) -> list[tuple[str, int, int, int, int]]:
@@ -100,11 +112,11 @@ def measure(arch: str, size: int, batch: int, width: float, repeats: int) -> lis
             first = name == "conv1_1"
             t = {"xla": time_jax(direct, x, w, first, repeats),
                  "torch": time_torch(batch, side, cin, cout, kernel, first, repeats)}
+            if onednn.available() and onednn.has_kernels(jnp.float32):
+                _check(onednn.conv, x, w, name)
+                t["onednn"] = time_jax(onednn.conv, x, w, first, repeats)
             if kernel == 3 and not first:  # 3 input channels: nothing to gain
-                want, got = direct(x, w), conv.winograd(x, w)
-                err = float(jnp.abs(got - want).max() / jnp.abs(want).max())
-                if err > 1e-5:
-                    raise AssertionError(f"Winograd differs from XLA by {err:.1e} at {name}")
+                _check(conv.winograd, x, w, name)
                 t["winograd"] = time_jax(conv.winograd, x, w, first, repeats)
             cache[key] = t
             print(f"[layers] {name} {side}x{side} {cin}->{cout}: " + ", ".join(
@@ -136,7 +148,7 @@ def report(rows, peak: float, step_s: float, args, command: str) -> str:
         m = r.get(method)
         return "-" if not m else f"{m[f'{what}_gflops']:.0f}"
 
-    lines = ["# Convolutions one by one: XLA, PyTorch and Winograd F(2x2, 3x3)\n",
+    lines = ["# Convolutions one by one: XLA, oneDNN, PyTorch and Winograd F(2x2, 3x3)\n",
              f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}:\n", f"    {command}\n",
              f"Machine: {machine()}; matmul peak {peak / 1e9:.0f} GFLOP/s "
              f"(float32, XLA, best square product). {args.arch} at {args.size}x{args.size}, "
@@ -144,24 +156,26 @@ def report(rows, peak: float, step_s: float, args, command: str) -> str:
              "GFLOP/s count the direct convolution's FLOPs for every method (train: forward + "
              "input and kernel gradients, 3x the forward FLOPs; conv1_1 2x, no input "
              "gradient).\n",
-             "| layer | map | in -> out | vgg_jax uses (infer / train) | XLA fwd | XLA train | PyTorch fwd "
-             "| PyTorch train | Winograd fwd | Winograd train |", "|---" * 10 + "|"]
+             "| layer | map | in -> out | vgg_jax uses (infer / train) | "
+             + " | ".join(f"{label.split(' ')[0]} {w}" for _, label in METHODS
+                          for w in ("fwd", "train")) + " |", "|---" * 12 + "|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['side']} | {r['cin']} -> {r['cout']} | {' / '.join(r['uses'])} | "
-                     + " | ".join(cell(r, m, w) for m in ("xla", "torch", "winograd")
+                     + " | ".join(cell(r, m, w) for m, _ in METHODS
                                   for w in ("fwd", "train")) + " |")
     # Per method, and vgg_jax's choice per layer; Winograd counts XLA where it has no entry.
-    picks = {"xla": lambda r: r["xla"], "torch": lambda r: r["torch"],
-             "winograd": lambda r: r.get("winograd") or r["xla"]}
+    picks = {"xla": lambda r: r["xla"], "onednn": lambda r: r.get("onednn"),
+             "torch": lambda r: r["torch"], "winograd": lambda r: r.get("winograd") or r["xla"]}
     totals = {m: (sum(pick(r)["fwd_s"] for r in rows), sum(pick(r)["train_s"] for r in rows))
               for m, pick in picks.items() if all(pick(r) for r in rows)}
-    ours = [[r["winograd" if r["uses"][t] == "winograd" else "xla"] for r in rows] for t in (0, 1)]
+    timed_as = {"winograd": "winograd", "onednn": "onednn"}  # im2col is timed as "xla"
+    ours = [[r[timed_as.get(r["uses"][t], "xla")] for r in rows] for t in (0, 1)]
     totals["vgg_jax"] = (sum(m["fwd_s"] for m in ours[0]), sum(m["train_s"] for m in ours[1]))
     flop = sum(r["flop"] for r in rows)
     train_flop = sum(r["train_flop"] for r in rows)
     lines.append("| all | | | | " + " | ".join(
         f"{flop / totals[m][0] / 1e9:.0f} | {train_flop / totals[m][1] / 1e9:.0f}"
-        if m in totals else "- | -" for m in ("xla", "torch", "winograd")) + " |\n")
+        if m in totals else "- | -" for m, _ in METHODS) + " |\n")
     fwd_s, conv_s = totals["vgg_jax"]
     lines += [
         f"vgg_jax's choice per layer (column 'uses'): {flop / fwd_s / 1e9:.0f} GFLOP/s forward "
@@ -185,10 +199,9 @@ def plot(rows, peak: float, path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     x = np.arange(len(rows))
     for ax, what in zip(axes, ("fwd", "train")):
-        for i, (m, label) in enumerate((("xla", "XLA"), ("torch", "PyTorch"),
-                                        ("winograd", "Winograd F(2,3), JAX"))):
+        for i, (m, label) in enumerate(METHODS):
             values = [r[m][f"{what}_gflops"] if r.get(m) else 0 for r in rows]
-            ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label)
+            ax.bar(x + (i - 1.5) * 0.2, values, 0.2, label=label)
         ax.axhline(peak / 1e9, color="k", ls="--", lw=1, label="matmul peak")
         ax.set_xticks(x, [r["name"] for r in rows], rotation=60, fontsize=7)
         ax.set_title({"fwd": "forward", "train": "forward + backward"}[what])

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+from vgg_jax import onednn
+
 from conftest import ROOT
 
 
@@ -65,18 +67,21 @@ def test_speed_rounds_give_medians_and_each_rounds_ratio():
 
 
 def test_layer_benchmark_smoke(tmp_path):
-    """Every convolution timed in XLA (and PyTorch where installed) and by Winograd, which
-    the script first checks against XLA; totals and the share of the step outside them."""
+    """Every convolution timed in XLA, oneDNN (where built) and PyTorch (where installed)
+    and by Winograd, the second and last first checked against XLA; totals and the share of
+    the step outside them."""
     md = _smoke("layers", tmp_path)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in md.splitlines() if line.startswith("| conv")}
     assert list(rows) == [f"conv{n}" for n in
                           ("1_1", "2_1", "3_1", "3_2", "4_1", "4_2", "5_1", "5_2")]
-    assert rows["conv1_1"][8] == "-" and float(rows["conv3_2"][8]) > 0  # Winograd after conv1_1
+    assert rows["conv1_1"][10] == "-" and float(rows["conv3_2"][10]) > 0  # Winograd after conv1_1
     assert rows["conv5_1"][3] == "im2col / im2col" and rows["conv3_2"][3] == "xla / xla"
     assert all(float(r[4]) >= 0 and float(r[5]) >= 0 for r in rows.values())
+    if onednn.available():
+        assert all(float(r[6]) >= 0 and float(r[7]) >= 0 for r in rows.values())
     if importlib.util.find_spec("torch"):
-        assert all(r[6] != "-" for r in rows.values())
+        assert all(r[8] != "-" for r in rows.values())
     assert re.search(r"whole training step .* of which its convolutions alone take", md)
 
 
