@@ -14,7 +14,10 @@ jaxlib changed since), the first use compiles it into ``$VGG_JAX_CACHE`` (defaul
 ``~/.cache/vgg_jax``). ``python -m vgg_jax.onednn`` builds
 it and prints the kernels oneDNN picks here. Where it cannot be built or loaded (no
 compiler, no oneDNN, not x86-64) or ``VGG_JAX_NO_ONEDNN=1``, ``available()`` is False, one
-log line says why, and every convolution stays XLA's.
+log line says why, and every convolution stays XLA's. Where the CPU has no oneDNN kernels for
+bfloat16 (oneDNN 3.2 needs AVX-512 BF16 or AMX; a plain AVX2 CPU has none, not even its
+reference code), ``has_kernels(jnp.bfloat16)`` is False, one log line says so, and bfloat16
+convolutions and products stay XLA's while float32 ones still come here.
 """
 
 from __future__ import annotations
