@@ -1,12 +1,15 @@
 """oneDNN's kernels against XLA's: whole training and inference steps, side by side.
 
-    python benchmarks/onednn.py [--cases vgg16:224:8,vgg11:32:128:0.25] [--rounds 3] [--fc]
+    python benchmarks/onednn.py [--cases vgg16:224:8,vgg11:32:128:0.25] [--rounds 3]
+                                [--fc | --kernel-gradient]
 
 For each case (arch:image size:batch[:width]) and dtype (float32, bfloat16), the same
 jit-compiled SGD training step and inference step, built twice in one process: with
 ``vgg_jax.conv``'s rules without oneDNN (XLA, im2col, Winograd: what vgg_jax ran before
 ``vgg_jax.onednn``) and with every convolution and fc6-fc8 by oneDNN; with ``--fc``, both
-with oneDNN's convolutions, fc6-fc8 XLA's dots against oneDNN's. Images/s are medians over
+with oneDNN's convolutions, fc6-fc8 XLA's dots against oneDNN's; with ``--kernel-gradient``,
+everything oneDNN's but the convolutions' kernel gradients, oneDNN's against XLA's
+(``onednn.KERNEL_GRADIENT``). Images/s are medians over
 ``--rounds`` rounds of ``--steps`` steps, the two alternating. Prints the CPU model and its
 ISA extensions and oneDNN's kernel for a 3x3 layer; appends rows to
 benchmarks/results/onednn.md.
@@ -33,11 +36,14 @@ from vgg_jax import conv, models, onednn  # noqa: E402
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = False):
+def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = False,
+          kernel_gradient: str = "auto"):
     """(train step, inference step, state) compiled with or without oneDNN's kernels (with
-    ``fc_only``: with or without them for fc6-fc8, the convolutions oneDNN's)."""
+    ``fc_only``: with or without them for fc6-fc8, the convolutions oneDNN's), its kernel
+    gradients by ``kernel_gradient`` (``onednn.KERNEL_GRADIENT``)."""
     # Read while tracing: each step keeps the routes it was built with.
     conv.ONEDNN, conv.ONEDNN_FC = use_onednn or fc_only, use_onednn
+    onednn.KERNEL_GRADIENT = kernel_gradient
     try:
         model = models.VGG(arch=arch, num_classes=1000 if width == 1 else 10, width=width,
                            dtype=dtype, dropout_rate=0.0)
@@ -67,7 +73,7 @@ def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = Fal
         jax.block_until_ready(state)
         jax.block_until_ready(infer(variables))
     finally:
-        conv.ONEDNN, conv.ONEDNN_FC = True, True
+        conv.ONEDNN, conv.ONEDNN_FC, onednn.KERNEL_GRADIENT = True, True, "auto"
     return train, infer, state, variables
 
 
@@ -87,8 +93,12 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--fc", action="store_true",
                         help="Only fc6-fc8 with and without oneDNN (convolutions oneDNN's).")
+    parser.add_argument("--kernel-gradient", action="store_true",
+                        help="Only the kernel gradients by oneDNN and by XLA (all else oneDNN's).")
     parser.add_argument("--out", default=results_table.RESULTS, help="Folder of onednn.md.")
     args = parser.parse_args(argv)
+    if args.fc and args.kernel_gradient:
+        sys.exit("error: --fc and --kernel-gradient compare different things; pass one.")
     print(results_table.cpu_description(), flush=True)
     if not onednn.available():
         sys.exit("error: oneDNN kernels unavailable here (see the log line above).")
@@ -101,8 +111,12 @@ def main(argv=None) -> None:
                                          (3, 3, round(128 * width), round(128 * width)), dtype)
             runs = {}
             for use in (False, True):
-                train, infer, state, variables = build(arch, size, batch, width, dtype, use,
-                                                       args.fc)
+                if args.kernel_gradient:
+                    built = build(arch, size, batch, width, dtype, True,
+                                  kernel_gradient="xla" if use else "onednn")
+                else:
+                    built = build(arch, size, batch, width, dtype, use, args.fc)
+                train, infer, state, variables = built
 
                 def train_step(train=train, state=state):
                     state[:3] = train(*state)[:3]
@@ -122,13 +136,17 @@ def main(argv=None) -> None:
                     "rules without oneDNN (XLA's convolutions, im2col on tiny maps, Winograd "
                     "in float32 inference: vgg_jax before vgg_jax.onednn) and with every "
                     "convolution by oneDNN (forward, input and kernel gradients) and, from "
-                    "2026-12-02, fc6-fc8's products too. Rows with 'fc only' compare fc6-fc8 "
-                    "by XLA and by oneDNN, both with oneDNN's convolutions (--fc). Images/s: "
-                    "medians over rounds, the two alternating.",
+                    "2026-12-02, fc6-fc8's products too (and, from session 12, the kernel "
+                    "gradients as onednn.KERNEL_GRADIENT's 'auto' picks them). Rows with 'fc "
+                    "only' compare fc6-fc8 by XLA and by oneDNN, both with oneDNN's "
+                    "convolutions (--fc); rows with 'kernel grad' compare oneDNN's kernel "
+                    "gradients ('without') with XLA's ('with'), all else oneDNN's "
+                    "(--kernel-gradient). Images/s: medians over rounds, the two alternating.",
                     ["net", "batch", "dtype", "step", "img/s without", "img/s with oneDNN",
                      "speed-up", "oneDNN kernel (3x3)"],
                     [f"{arch}/{width:g} {size}" if width != 1 else f"{arch} {size}", batch,
-                     dname + (" fc only" if args.fc else ""), mode, f"{rate[False]:.2f}",
+                     dname + (" fc only" if args.fc else "")
+                     + (" kernel grad by XLA" if args.kernel_gradient else ""), mode, f"{rate[False]:.2f}",
                      f"{rate[True]:.2f}", f"{rate[True] / rate[False]:.2f}x", impl],
                     directory=args.out)
                 print(row, end="", flush=True)

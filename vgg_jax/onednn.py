@@ -142,6 +142,30 @@ def supports(x_dtype, kernel_dtype, bias_dtype=None) -> bool:
             and (bias_dtype is None or ok(bias_dtype)))
 
 
+# Who computes a convolution's kernel gradient: "auto" (``kernel_gradient_by_xla``), "onednn"
+# or "xla"; read while tracing (benchmarks/onednn.py --kernel-gradient compares them).
+KERNEL_GRADIENT = "auto"
+
+
+def kernel_gradient_by_xla(x_shape, kernel_shape, dtype) -> bool:
+    """Whether XLA, not oneDNN, computes the kernel gradient of this convolution.
+
+    Under "auto", where oneDNN's kernel-gradient primitive is its AVX2 one (CPUs without
+    AVX-512): on a 2-core AMD EPYC Zen 3 it ran VGG's layers 1.7-3x slower than XLA's
+    (``jit:avx2``: conv1_2 at 224/8 1,624 ms against 560), while its forward and input-gradient
+    kernels were 1.1-1.4x faster than XLA's (``benchmarks/results/onednn.md``).
+    """
+    if KERNEL_GRADIENT != "auto":
+        return KERNEL_GRADIENT == "xla"
+    return implementation(x_shape, kernel_shape, dtype, "backward_weights").endswith(":avx2")
+
+
+def _xla_kernel_gradient(x: Array, kernel: Array, dy: Array) -> Array:
+    conv_x = lambda k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.vjp(conv_x, kernel)[1](dy)[0]
+
+
 def _call(target: str, results, *operands: Array, **attributes):
     """``results``: a (shape, dtype) pair, or a list of them for several results."""
     if _load() is None:
@@ -173,6 +197,8 @@ def _conv_bwd(residuals, dy):
     x, kernel = residuals
     dy = dy.astype(x.dtype)
     dx = _call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel)
+    if kernel_gradient_by_xla(x.shape, kernel.shape, x.dtype):
+        return dx, _xla_kernel_gradient(x, kernel, dy)
     dk = _call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy)
     return dx, dk
 
@@ -207,11 +233,19 @@ def _conv_bias_bwd(relu, residuals, dy):
     dy = dy.astype(x.dtype)
     if relu:
         dy = jnp.where(y > 0, dy, jnp.zeros((), dy.dtype))
+    by_xla = weights and kernel_gradient_by_xla(x.shape, kernel.shape, x.dtype)
+    onednn_weights = weights and not by_xla
     shape = lambda a, wanted: a.shape if wanted else (1,)  # noqa: E731  (1,): not computed
-    dx, dk, dbias = _call("vgg_onednn_conv_bias_backward",
-                          [(shape(x, data), x.dtype), (shape(kernel, weights), kernel.dtype),
-                           (shape(bias, weights), bias.dtype)],
-                          dy, x, kernel, data=data, weights=weights)
+    dx = dk = dbias = None
+    if data or onednn_weights:
+        dx, dk, dbias = _call("vgg_onednn_conv_bias_backward",
+                              [(shape(x, data), x.dtype),
+                               (shape(kernel, onednn_weights), kernel.dtype),
+                               (shape(bias, onednn_weights), bias.dtype)],
+                              dy, x, kernel, data=data, weights=onednn_weights)
+    if by_xla:
+        dk = _xla_kernel_gradient(x, kernel, dy)
+        dbias = dy.sum((0, 1, 2), dtype=jnp.float32).astype(bias.dtype)
     return (dx if data else None, dk if weights else None, dbias if weights else None)
 
 
