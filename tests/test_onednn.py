@@ -100,6 +100,7 @@ def test_values_and_gradients_match_xla(shape, dtype):
         assert float(jnp.abs(f32(a) - b).max()) <= tol * scale
 
 
+@pytest.mark.parametrize("kernel_gradient", ["onednn", "xla"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("shape", [
@@ -108,10 +109,12 @@ def test_values_and_gradients_match_xla(shape, dtype):
     (3, 8, 8, 16, 1, 8),
     (2, 6, 6, 8, 7, 4),
 ])
-def test_fused_bias_and_relu_match_xla(shape, relu, dtype):
-    _skip_without_kernels(dtype)
+def test_fused_bias_and_relu_match_xla(shape, relu, dtype, kernel_gradient, monkeypatch):
     """conv_bias: the convolution, bias and ReLU of one oneDNN pass, and their gradients
-    (the ReLU mask from the output, the bias gradient from the kernel-gradient primitive)."""
+    (the ReLU mask from the output, the bias gradient from the kernel-gradient primitive,
+    or both by XLA where it computes the kernel gradient)."""
+    _skip_without_kernels(dtype)
+    monkeypatch.setattr(onednn, "KERNEL_GRADIENT", kernel_gradient)
     n, h, w, c, k, o = shape
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(n, h, w, c)), dtype)
@@ -132,6 +135,31 @@ def test_fused_bias_and_relu_match_xla(shape, relu, dtype):
     for a, b in zip((y, *vjp(dy.astype(x.dtype))), (want, *want_vjp(dy))):
         assert a.shape == b.shape and a.dtype == x.dtype
         assert float(jnp.abs(f32(a) - b).max()) <= tol * float(jnp.abs(b).max())
+
+
+def test_kernel_gradients_by_xla_where_onednn_has_only_its_avx2_kernel(monkeypatch):
+    """"auto" leaves the kernel gradient to XLA exactly where oneDNN's is ``...:avx2``; the
+    other gradients stay oneDNN's, and the values are the same either way."""
+    impl = {}
+    monkeypatch.setattr(onednn, "implementation", lambda *a: impl[a[3]])
+    impl["backward_weights"] = "jit:avx2"
+    assert onednn.kernel_gradient_by_xla((8, 56, 56, 256), (3, 3, 256, 256), jnp.float32)
+    impl["backward_weights"] = "brgconv_bwd_w:avx512_core"
+    assert not onednn.kernel_gradient_by_xla((8, 56, 56, 256), (3, 3, 256, 256), jnp.float32)
+    monkeypatch.undo()
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, 12, 12, 16)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 8)) * 0.1, jnp.float32)
+    loss = lambda x, k: (onednn.conv(x, k) ** 2).sum()  # noqa: E731
+    grads = {}
+    for who in ("onednn", "xla"):
+        monkeypatch.setattr(onednn, "KERNEL_GRADIENT", who)
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, kernel))
+        assert ("vgg_onednn_conv_backward_weights" in jaxpr) == (who == "onednn")
+        assert "vgg_onednn_conv_backward_data" in jaxpr
+        grads[who] = jax.jit(jax.grad(loss, (0, 1)))(x, kernel)
+    for a, b in zip(grads["onednn"], grads["xla"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
