@@ -12,6 +12,22 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``), or [] where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+
+
+def has_bfloat16_arithmetic() -> bool:
+    """Whether this x86 CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX); elsewhere
+    (not x86, or flags unreadable) True: let the frameworks find out."""
+    flags = cpu_flags()
+    return not flags or "avx2" not in flags or bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def cpu_description() -> str:
     """The CPU model, the matrix/vector extensions it reports, and the cores this process has."""
     model, isa = platform.processor() or platform.machine(), []

@@ -40,17 +40,22 @@ import results_table  # noqa: E402
 from frameworks import Case  # noqa: E402
 
 FRAMEWORKS = ("vgg_jax", "pytorch", "keras")
+NO_BF16 = ("not measured: this CPU has no bfloat16 arithmetic (no AVX-512 BF16, no AMX), so "
+           "every framework converts to float32 and back, slower than float32 (PyTorch's "
+           "square bfloat16 products alone took minutes on an AVX2 Zen 3); --bfloat16 "
+           "measures it anyway")
 TABLE1 = ("vgg11", "vgg11_lrn", "vgg13", "vgg16_conv1", "vgg16", "vgg19")
 LETTERS = dict(zip(TABLE1, ("A", "A-LRN", "B", "C", "D", "E")))
 
 
-def grid(name: str) -> list[tuple[Case, tuple[str, ...]]]:
-    """(case, frameworks) pairs of a named grid."""
+def grid(name: str, bfloat16: bool = True) -> list[tuple[Case, tuple[str, ...]]]:
+    """(case, frameworks) pairs of a named grid (without its bfloat16 cases unless
+    ``bfloat16``; the smoke grid keeps them)."""
     full = name == "full"
     archs = TABLE1 if full else ("vgg16",)
     cases = [(Case(a, 224, 8), FRAMEWORKS) for a in archs]
     cases += [(Case("vgg16", 224, 16), FRAMEWORKS)] if full else []
-    cases += [(Case("vgg16", 224, 8, "bfloat16"), FRAMEWORKS)]
+    cases += [(Case("vgg16", 224, 8, "bfloat16"), FRAMEWORKS)] if bfloat16 else []
     cases += [(Case(a, 32, b, steps=5), FRAMEWORKS) for a in archs
               for b in (128,)]
     if name == "smoke":
@@ -63,10 +68,11 @@ def _worker(args) -> None:
     """Child process: measures the cases given as JSON, prints one JSON line per result."""
     import frameworks
     if args.worker == "peak":
-        out = {"float32": frameworks.matmul_peak("vgg_jax", "float32", args.peak_sizes),
-               "bfloat16": frameworks.matmul_peak("vgg_jax", "bfloat16", args.peak_sizes)}
+        dtypes = ("float32", "bfloat16") if args.bfloat16 else ("float32",)
+        out = {dtype: frameworks.matmul_peak("vgg_jax", dtype, args.peak_sizes)
+               for dtype in dtypes}
         for library in ("pytorch", "onednn"):  # the fastest library sets the peak
-            for dtype in ("float32", "bfloat16"):
+            for dtype in dtypes:
                 try:
                     out[f"{library}_{dtype}"] = frameworks.matmul_peak(library, dtype,
                                                                        args.peak_sizes)
@@ -241,7 +247,8 @@ def report(results: list[dict], peaks: dict, pipeline_rate: float | None,
                        for lib, name in (("pytorch", "PyTorch"), ("onednn", "oneDNN"))
                        if f"{lib}_{dtype}" in peaks)
     peak_text = (f"float32 {peaks['float32'] / 1e9:.0f} GFLOP/s (XLA){others('float32')}; "
-                 f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s (XLA){others('bfloat16')}")
+                 + (f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s (XLA){others('bfloat16')}"
+                    if "bfloat16" in peaks else f"bfloat16 {NO_BF16}"))
     md = ["# Speed: vgg_jax, PyTorch and Keras side by side\n",
           f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} in {seconds / 60:.0f} min:\n",
           f"    {command}\n",
@@ -377,12 +384,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every case this many times, the frameworks taking turns "
                              "(medians; on a shared machine the load drifts between processes)")
+    parser.add_argument("--bfloat16", action=argparse.BooleanOptionalAction, default=None,
+                        help="the bfloat16 cases (default: where the CPU has bfloat16 "
+                             "arithmetic, AVX-512 BF16 or AMX)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=6.0, help=argparse.SUPPRESS)
     parser.add_argument("--peak-sizes", type=lambda s: tuple(map(int, s.split(","))),
                         default=(1024, 2048, 3072), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bfloat16 is None:
+        args.bfloat16 = args.smoke or results_table.has_bfloat16_arithmetic()
     if args.worker:
         return _worker(args)
     if args.rounds < 1:
@@ -391,13 +403,16 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in
                                    [os.path.relpath(__file__), *sys.argv[1:]])
     small = ["--peak-sizes", "256,512", "--seconds", "1"] if args.smoke else []
-    peaks, error = _run_child(["--worker", "peak", *small], args.timeout)
+    if not args.bfloat16:
+        print(f"[speed] bfloat16 {NO_BF16}", flush=True)
+    peaks, error = _run_child(["--worker", "peak", *small,
+                               "--bfloat16" if args.bfloat16 else "--no-bfloat16"], args.timeout)
     if not peaks:
         raise SystemExit(f"Measuring the matmul peak failed: {error}")
     print(f"[speed] matmul peak: {peaks[0]['float32'] / 1e9:.0f} GFLOP/s float32", flush=True)
     results, errors = measure_all(grid("smoke" if args.smoke else
-                                       "quick" if args.quick else "full"), args.timeout,
-                                  args.rounds)
+                                       "quick" if args.quick else "full", args.bfloat16),
+                                  args.timeout, args.rounds)
     pipe, error = _run_child(["--worker", "pipeline", *small], args.timeout)
     if error:
         errors["pipeline"] = error

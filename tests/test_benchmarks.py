@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from vgg_jax import onednn
 
 from conftest import ROOT
@@ -139,3 +141,17 @@ def test_step_profile_names_the_thunks(tmp_path):
     kinds = out.split("by kind")[1].split("\n\n")[0]
     assert re.search(r"^\s+[\d.]+\s+\w", kinds, re.M)  # at least one kind of thunk, timed
     assert "thunks running at once" in out and (tmp_path / "hlo.txt").exists()
+
+
+@pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not buildable here")
+def test_onednn_ops_benchmark_smoke(tmp_path):
+    """Each primitive (forward, input and kernel gradient) against XLA's, checked first."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn_ops.py"),
+                           "--smoke", "--repeats", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "onednn_ops.md").read_text()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
+            if line.startswith("| 2x")]
+    assert [r[1] for r in rows] == ["forward", "backward_data", "backward_weights"] * 2
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 and r[4].endswith("x") and r[5] for r in rows)
