@@ -146,7 +146,10 @@ def report(rows, peak: float, step_s: float, args, command: str) -> str:
     """The markdown table, totals and the share of the step outside the convolutions."""
     def cell(r, method, what):
         m = r.get(method)
-        return "-" if not m else f"{m[f'{what}_gflops']:.0f}"
+        if not m:
+            return "-"
+        v = m[f"{what}_gflops"]  # tiny smoke shapes run below 1 GFLOP/s: keep 2 digits
+        return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
 
     lines = ["# Convolutions one by one: XLA, oneDNN, PyTorch and Winograd F(2x2, 3x3)\n",
              f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}:\n", f"    {command}\n",
