@@ -1,7 +1,7 @@
 """oneDNN's kernels against XLA's: whole training and inference steps, side by side.
 
     python benchmarks/onednn.py [--cases vgg16:224:8,vgg11:32:128:0.25] [--rounds 3]
-                                [--fc | --kernel-gradient]
+                                [--fc | --kernel-gradient | --input-gradient]
 
 For each case (arch:image size:batch[:width]) and dtype (float32, bfloat16), the same
 jit-compiled SGD training step and inference step, built twice in one process: with
@@ -9,7 +9,8 @@ jit-compiled SGD training step and inference step, built twice in one process: w
 ``vgg_jax.onednn``) and with every convolution and fc6-fc8 by oneDNN; with ``--fc``, both
 with oneDNN's convolutions, fc6-fc8 XLA's dots against oneDNN's; with ``--kernel-gradient``,
 everything oneDNN's but the convolutions' kernel gradients, oneDNN's against XLA's
-(``onednn.KERNEL_GRADIENT``). Images/s are medians over
+(``onednn.KERNEL_GRADIENT``); with ``--input-gradient`` the same for their input gradients
+(``onednn.INPUT_GRADIENT``), the kernel gradients as "auto" picks them. Images/s are medians over
 ``--rounds`` rounds of ``--steps`` steps, the two alternating. Prints the CPU model and its
 ISA extensions and oneDNN's kernel for a 3x3 layer; appends rows to
 benchmarks/results/onednn.md.
@@ -37,13 +38,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = False,
-          kernel_gradient: str = "auto"):
+          gradients: dict | None = None):
     """(train step, inference step, state) compiled with or without oneDNN's kernels (with
-    ``fc_only``: with or without them for fc6-fc8, the convolutions oneDNN's), its kernel
-    gradients by ``kernel_gradient`` (``onednn.KERNEL_GRADIENT``)."""
+    ``fc_only``: with or without them for fc6-fc8, the convolutions oneDNN's), the
+    convolutions' gradients routed by ``gradients`` (e.g. ``{"KERNEL_GRADIENT": "xla"}``:
+    ``vgg_jax.onednn``'s settings; the others "auto")."""
     # Read while tracing: each step keeps the routes it was built with.
     conv.ONEDNN, conv.ONEDNN_FC = use_onednn or fc_only, use_onednn
-    onednn.KERNEL_GRADIENT = kernel_gradient
+    for name, who in (gradients or {}).items():
+        setattr(onednn, name, who)
     try:
         model = models.VGG(arch=arch, num_classes=1000 if width == 1 else 10, width=width,
                            dtype=dtype, dropout_rate=0.0)
@@ -73,7 +76,8 @@ def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = Fal
         jax.block_until_ready(state)
         jax.block_until_ready(infer(variables))
     finally:
-        conv.ONEDNN, conv.ONEDNN_FC, onednn.KERNEL_GRADIENT = True, True, "auto"
+        conv.ONEDNN, conv.ONEDNN_FC = True, True
+        onednn.KERNEL_GRADIENT = onednn.INPUT_GRADIENT = "auto"
     return train, infer, state, variables
 
 
@@ -95,10 +99,15 @@ def main(argv=None) -> None:
                         help="Only fc6-fc8 with and without oneDNN (convolutions oneDNN's).")
     parser.add_argument("--kernel-gradient", action="store_true",
                         help="Only the kernel gradients by oneDNN and by XLA (all else oneDNN's).")
+    parser.add_argument("--input-gradient", action="store_true",
+                        help="Only the input gradients by oneDNN and by XLA (all else 'auto').")
     parser.add_argument("--out", default=results_table.RESULTS, help="Folder of onednn.md.")
     args = parser.parse_args(argv)
-    if args.fc and args.kernel_gradient:
-        sys.exit("error: --fc and --kernel-gradient compare different things; pass one.")
+    gradient = ("KERNEL_GRADIENT" if args.kernel_gradient else
+                "INPUT_GRADIENT" if args.input_gradient else None)
+    if args.fc + args.kernel_gradient + args.input_gradient > 1:
+        sys.exit("error: --fc, --kernel-gradient and --input-gradient compare different "
+                 "things; pass one.")
     print(results_table.cpu_description(), flush=True)
     if not onednn.available():
         sys.exit("error: oneDNN kernels unavailable here (see the log line above).")
@@ -111,9 +120,9 @@ def main(argv=None) -> None:
                                          (3, 3, round(128 * width), round(128 * width)), dtype)
             runs = {}
             for use in (False, True):
-                if args.kernel_gradient:
+                if gradient:
                     built = build(arch, size, batch, width, dtype, True,
-                                  kernel_gradient="xla" if use else "onednn")
+                                  gradients={gradient: "xla" if use else "onednn"})
                 else:
                     built = build(arch, size, batch, width, dtype, use, args.fc)
                 train, infer, state, variables = built
@@ -141,12 +150,15 @@ def main(argv=None) -> None:
                     "only' compare fc6-fc8 by XLA and by oneDNN, both with oneDNN's "
                     "convolutions (--fc); rows with 'kernel grad' compare oneDNN's kernel "
                     "gradients ('without') with XLA's ('with'), all else oneDNN's "
-                    "(--kernel-gradient). Images/s: medians over rounds, the two alternating.",
+                    "(--kernel-gradient); 'input grad' the same for input gradients, kernel "
+                    "gradients as 'auto' picks them (--input-gradient). Images/s: medians over rounds, the two alternating.",
                     ["net", "batch", "dtype", "step", "img/s without", "img/s with oneDNN",
                      "speed-up", "oneDNN kernel (3x3)"],
                     [f"{arch}/{width:g} {size}" if width != 1 else f"{arch} {size}", batch,
                      dname + (" fc only" if args.fc else "")
-                     + (" kernel grad by XLA" if args.kernel_gradient else ""), mode, f"{rate[False]:.2f}",
+                     + {"KERNEL_GRADIENT": " kernel grad by XLA",
+                        "INPUT_GRADIENT": " input grad by XLA", None: ""}[gradient],
+                     mode, f"{rate[False]:.2f}",
                      f"{rate[True]:.2f}", f"{rate[True] / rate[False]:.2f}x", impl],
                     directory=args.out)
                 print(row, end="", flush=True)

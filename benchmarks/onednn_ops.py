@@ -4,11 +4,12 @@
     python benchmarks/onednn_ops.py --smoke    # tiny shapes: checks the script (tests)
 
 For every shape the three products of a stride-1 "SAME" float32 convolution, each
-jit-compiled alone and timed (best of ``--repeats`` after a warm-up call): XLA's
-(``lax.conv_general_dilated`` and its derivatives) and oneDNN's (``vgg_jax.onednn``'s FFI
-targets), with the kernel oneDNN picks for each. This is what ``onednn.kernel_gradient_by_xla``
-rests on: where oneDNN's kernel-gradient primitive is its AVX2 one, XLA's is faster. Prints a
-markdown table (CPU model and ISA first); ``--out DIR`` also writes ``DIR/onednn_ops.md``.
+jit-compiled alone and timed (best of ``--repeats`` after a warm-up call): XLA's (``vgg_jax.conv``
+without oneDNN: ``lax.conv_general_dilated``, im2col on 2x2 maps, and their derivatives) and
+oneDNN's (``vgg_jax.onednn``'s FFI targets), with the kernel oneDNN picks for each. This is
+what ``onednn.gradient_by_xla`` rests on: where oneDNN's kernel-gradient primitive is its AVX2
+one, XLA's is faster (and so is XLA's input gradient of 4x4 maps). Prints a markdown table
+(CPU model and ISA first); ``--out DIR`` also writes ``DIR/onednn_ops.md``.
 """
 
 import argparse
@@ -26,19 +27,20 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import results_table  # noqa: E402
-from vgg_jax import onednn  # noqa: E402
+from vgg_jax import conv, onednn  # noqa: E402
 
-# (batch, map side, in channels, out channels): VGG-16's distinct 3x3 layers at 224/8, then
-# the CIFAR-size ones at 32/128.
+# (batch, map side, in channels, out channels): VGG-16's 3x3 layers at 224/8, then the
+# CIFAR-size ones at 32/128 (the first layer of each block only where its input differs).
 SHAPES = [(8, 224, 64, 64), (8, 112, 128, 128), (8, 56, 256, 256), (8, 28, 512, 512),
           (8, 14, 512, 512), (128, 32, 64, 64), (128, 16, 128, 128), (128, 8, 256, 256),
-          (128, 4, 512, 512)]
+          (128, 4, 256, 512), (128, 4, 512, 512), (128, 2, 512, 512)]
 SMOKE = [(2, 8, 8, 8), (2, 4, 16, 16)]
 
 
 def _xla(x, k):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    """The convolution as vgg_jax computes it without oneDNN (XLA's, im2col on 2x2 maps)."""
+    algorithm = conv.choose(x.shape, k.shape, training=True, onednn=False)
+    return conv.convolve(x, k, algorithm, training=True)
 
 
 def _best_ms(f, args, repeats: int) -> float:

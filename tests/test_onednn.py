@@ -100,7 +100,7 @@ def test_values_and_gradients_match_xla(shape, dtype):
         assert float(jnp.abs(f32(a) - b).max()) <= tol * scale
 
 
-@pytest.mark.parametrize("kernel_gradient", ["onednn", "xla"])
+@pytest.mark.parametrize("by_xla", ["", "kernel", "input", "input+kernel"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("shape", [
@@ -108,13 +108,15 @@ def test_values_and_gradients_match_xla(shape, dtype):
     (2, 9, 7, 5, 3, 6),
     (3, 8, 8, 16, 1, 8),
     (2, 6, 6, 8, 7, 4),
+    (4, 2, 2, 32, 3, 16),  # XLA's input gradient here is im2col's
 ])
-def test_fused_bias_and_relu_match_xla(shape, relu, dtype, kernel_gradient, monkeypatch):
+def test_fused_bias_and_relu_match_xla(shape, relu, dtype, by_xla, monkeypatch):
     """conv_bias: the convolution, bias and ReLU of one oneDNN pass, and their gradients
     (the ReLU mask from the output, the bias gradient from the kernel-gradient primitive,
-    or both by XLA where it computes the kernel gradient)."""
+    or both by XLA where it computes the kernel gradient; the input gradient by either)."""
     _skip_without_kernels(dtype)
-    monkeypatch.setattr(onednn, "KERNEL_GRADIENT", kernel_gradient)
+    monkeypatch.setattr(onednn, "KERNEL_GRADIENT", "xla" if "kernel" in by_xla else "onednn")
+    monkeypatch.setattr(onednn, "INPUT_GRADIENT", "xla" if "input" in by_xla else "onednn")
     n, h, w, c, k, o = shape
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(n, h, w, c)), dtype)
@@ -137,15 +139,22 @@ def test_fused_bias_and_relu_match_xla(shape, relu, dtype, kernel_gradient, monk
         assert float(jnp.abs(f32(a) - b).max()) <= tol * float(jnp.abs(b).max())
 
 
-def test_kernel_gradients_by_xla_where_onednn_has_only_its_avx2_kernel(monkeypatch):
-    """"auto" leaves the kernel gradient to XLA exactly where oneDNN's is ``...:avx2``; the
-    other gradients stay oneDNN's, and the values are the same either way."""
+def test_gradients_by_xla_where_onednn_has_only_its_avx2_kernels(monkeypatch):
+    """"auto" leaves to XLA the kernel gradient wherever oneDNN's is ``...:avx2`` or its
+    GEMM fallback, and the input gradient where that is AVX2 too and the map is 4x4 or
+    smaller; the other gradients stay oneDNN's, and the values are the same either way."""
     impl = {}
     monkeypatch.setattr(onednn, "implementation", lambda *a: impl[a[3]])
-    impl["backward_weights"] = "jit:avx2"
-    assert onednn.kernel_gradient_by_xla((8, 56, 56, 256), (3, 3, 256, 256), jnp.float32)
-    impl["backward_weights"] = "brgconv_bwd_w:avx512_core"
-    assert not onednn.kernel_gradient_by_xla((8, 56, 56, 256), (3, 3, 256, 256), jnp.float32)
+    by_xla = lambda op, side: onednn.gradient_by_xla(  # noqa: E731
+        op, (128, side, side, 512), (3, 3, 512, 512), jnp.float32)
+    impl.update(backward_weights="jit:avx2", backward_data="brg_fwd:avx2+brgconv:avx2")
+    assert by_xla("backward_weights", 56) and by_xla("backward_weights", 4)
+    assert by_xla("backward_data", 4) and by_xla("backward_data", 2)
+    assert not by_xla("backward_data", 8)
+    impl.update(backward_weights="brgconv_bwd_w:avx512_core", backward_data="brgconv:avx512_core")
+    assert not by_xla("backward_weights", 56) and not by_xla("backward_data", 4)
+    impl.update(backward_weights="x64:gemm:jit")  # oneDNN's fallback: on any CPU
+    assert by_xla("backward_weights", 2)
     monkeypatch.undo()
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(2, 12, 12, 16)), jnp.float32)
@@ -153,10 +162,11 @@ def test_kernel_gradients_by_xla_where_onednn_has_only_its_avx2_kernel(monkeypat
     loss = lambda x, k: (onednn.conv(x, k) ** 2).sum()  # noqa: E731
     grads = {}
     for who in ("onednn", "xla"):
-        monkeypatch.setattr(onednn, "KERNEL_GRADIENT", who)
+        for name in ("KERNEL_GRADIENT", "INPUT_GRADIENT"):
+            monkeypatch.setattr(onednn, name, who)
         jaxpr = str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, kernel))
         assert ("vgg_onednn_conv_backward_weights" in jaxpr) == (who == "onednn")
-        assert "vgg_onednn_conv_backward_data" in jaxpr
+        assert ("vgg_onednn_conv_backward_data" in jaxpr) == (who == "onednn")
         grads[who] = jax.jit(jax.grad(loss, (0, 1)))(x, kernel)
     for a, b in zip(grads["onednn"], grads["xla"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))

@@ -142,28 +142,53 @@ def supports(x_dtype, kernel_dtype, bias_dtype=None) -> bool:
             and (bias_dtype is None or ok(bias_dtype)))
 
 
-# Who computes a convolution's kernel gradient: "auto" (``kernel_gradient_by_xla``), "onednn"
-# or "xla"; read while tracing (benchmarks/onednn.py --kernel-gradient compares them).
+# Who computes a convolution's kernel and input gradients: "auto" (``gradient_by_xla``),
+# "onednn" or "xla"; read while tracing (benchmarks/onednn.py --kernel-gradient compares them).
 KERNEL_GRADIENT = "auto"
+INPUT_GRADIENT = "auto"
+# Under "auto", XLA takes the input gradient of maps this small where oneDNN's is AVX2.
+XLA_INPUT_GRADIENT_MAP = 4
 
 
-def kernel_gradient_by_xla(x_shape, kernel_shape, dtype) -> bool:
-    """Whether XLA, not oneDNN, computes the kernel gradient of this convolution.
+def gradient_by_xla(op: str, x_shape, kernel_shape, dtype) -> bool:
+    """Whether XLA, not oneDNN, computes gradient ``op`` ("backward_weights" or
+    "backward_data") of this convolution.
 
-    Under "auto", where oneDNN's kernel-gradient primitive is its AVX2 one (CPUs without
-    AVX-512): on a 2-core AMD EPYC Zen 3 it ran VGG's layers 1.7-3x slower than XLA's
-    (``jit:avx2``: conv1_2 at 224/8 1,624 ms against 560), while its forward and input-gradient
-    kernels were 1.1-1.4x faster than XLA's (``benchmarks/results/onednn.md``).
+    Under "auto" (measured on a 2-core AMD EPYC Zen 3, AVX2: ``benchmarks/results/
+    onednn_ops.md`` and ``onednn.md``):
+    - the kernel gradient where oneDNN's primitive for it is its AVX2 one (CPUs without
+      AVX-512: ``jit:avx2`` ran VGG's layers at 0.28-0.76x XLA's speed, conv1_2 at 224/8 in
+      1,544 ms against 438, while oneDNN's forward and input-gradient kernels ran at
+      1.03-1.35x) or its im2col + GEMM fallback (``gemm:jit``, on 2x2 maps: 175 ms against 25
+      at 128x2x2x512; VGG-16 32/128 training 41.1 -> 48.9 img/s);
+    - the input gradient of maps up to ``XLA_INPUT_GRADIENT_MAP`` pixels a side where
+      oneDNN's is AVX2 (VGG-16 32/128 training 48.9 -> 51.2 img/s, in 4 of 5 rounds).
     """
-    if KERNEL_GRADIENT != "auto":
-        return KERNEL_GRADIENT == "xla"
-    return implementation(x_shape, kernel_shape, dtype, "backward_weights").endswith(":avx2")
+    choice = {"backward_weights": KERNEL_GRADIENT, "backward_data": INPUT_GRADIENT}[op]
+    if choice != "auto":
+        return choice == "xla"
+    impl = implementation(x_shape, kernel_shape, dtype, op)
+    if op == "backward_weights" and "gemm" in impl:
+        return True
+    if not impl.endswith(":avx2"):
+        return False
+    return op == "backward_weights" or min(x_shape[1:3]) <= XLA_INPUT_GRADIENT_MAP
 
 
-def _xla_kernel_gradient(x: Array, kernel: Array, dy: Array) -> Array:
-    conv_x = lambda k: jax.lax.conv_general_dilated(  # noqa: E731
-        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return jax.vjp(conv_x, kernel)[1](dy)[0]
+def _xla_gradient(wrt: int, x: Array, kernel: Array, dy: Array) -> Array:
+    """XLA's gradient of the convolution with respect to ``x`` (``wrt`` 0) or ``kernel`` (1).
+
+    The input gradient as ``vgg_jax.conv`` computes it without oneDNN (im2col's on 2x2 maps:
+    XLA's own took 1.7 s at 128x2x2x512, im2col's 32 ms); the kernel gradient always XLA's
+    convolution's (20 ms there against im2col's 34; on a 2-core AMD EPYC Zen 3).
+    """
+    from vgg_jax import conv  # conv imports this module lazily too
+    algorithm = "xla"
+    if wrt == 0:
+        algorithm = conv.choose(x.shape, kernel.shape, training=True, dtype=x.dtype,
+                                onednn=False)
+    conv_xla = lambda x, k: conv.convolve(x, k, algorithm, training=True)  # noqa: E731
+    return jax.vjp(conv_xla, x, kernel)[1](dy)[wrt]
 
 
 def _call(target: str, results, *operands: Array, **attributes):
@@ -196,10 +221,12 @@ def _conv_fwd(x, kernel):
 def _conv_bwd(residuals, dy):
     x, kernel = residuals
     dy = dy.astype(x.dtype)
-    dx = _call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel)
-    if kernel_gradient_by_xla(x.shape, kernel.shape, x.dtype):
-        return dx, _xla_kernel_gradient(x, kernel, dy)
-    dk = _call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy)
+    by_xla = functools.partial(gradient_by_xla, x_shape=x.shape, kernel_shape=kernel.shape,
+                               dtype=x.dtype)
+    dx = (_xla_gradient(0, x, kernel, dy) if by_xla("backward_data") else
+          _call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel))
+    dk = (_xla_gradient(1, x, kernel, dy) if by_xla("backward_weights") else
+          _call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy))
     return dx, dk
 
 
@@ -233,18 +260,23 @@ def _conv_bias_bwd(relu, residuals, dy):
     dy = dy.astype(x.dtype)
     if relu:
         dy = jnp.where(y > 0, dy, jnp.zeros((), dy.dtype))
-    by_xla = weights and kernel_gradient_by_xla(x.shape, kernel.shape, x.dtype)
-    onednn_weights = weights and not by_xla
+    by_xla = functools.partial(gradient_by_xla, x_shape=x.shape, kernel_shape=kernel.shape,
+                               dtype=x.dtype)
+    data_by_xla = data and by_xla("backward_data")
+    weights_by_xla = weights and by_xla("backward_weights")
+    onednn_data, onednn_weights = data and not data_by_xla, weights and not weights_by_xla
     shape = lambda a, wanted: a.shape if wanted else (1,)  # noqa: E731  (1,): not computed
     dx = dk = dbias = None
-    if data or onednn_weights:
+    if onednn_data or onednn_weights:
         dx, dk, dbias = _call("vgg_onednn_conv_bias_backward",
-                              [(shape(x, data), x.dtype),
+                              [(shape(x, onednn_data), x.dtype),
                                (shape(kernel, onednn_weights), kernel.dtype),
                                (shape(bias, onednn_weights), bias.dtype)],
-                              dy, x, kernel, data=data, weights=onednn_weights)
-    if by_xla:
-        dk = _xla_kernel_gradient(x, kernel, dy)
+                              dy, x, kernel, data=onednn_data, weights=onednn_weights)
+    if data_by_xla:
+        dx = _xla_gradient(0, x, kernel, dy)
+    if weights_by_xla:
+        dk = _xla_gradient(1, x, kernel, dy)
         dbias = dy.sum((0, 1, 2), dtype=jnp.float32).astype(bias.dtype)
     return (dx if data else None, dk if weights else None, dbias if weights else None)
 
