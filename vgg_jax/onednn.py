@@ -162,7 +162,8 @@ def gradient_by_xla(op: str, x_shape, kernel_shape, dtype) -> bool:
       1.03-1.35x) or its im2col + GEMM fallback (``gemm:jit``, on 2x2 maps: 175 ms against 25
       at 128x2x2x512; VGG-16 32/128 training 41.1 -> 48.9 img/s);
     - the input gradient of maps up to ``XLA_INPUT_GRADIENT_MAP`` pixels a side where
-      oneDNN's is AVX2 (VGG-16 32/128 training 48.9 -> 51.2 img/s, in 4 of 5 rounds).
+      oneDNN's is AVX2 (VGG-16 32/128 training +3-5%, 10 of 14 rounds in two runs; per
+      primitive the two ran 0.68-1.23x each other from run to run).
     """
     choice = {"backward_weights": KERNEL_GRADIENT, "backward_data": INPUT_GRADIENT}[op]
     if choice != "auto":
