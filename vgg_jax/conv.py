@@ -3,8 +3,9 @@
 ``convolve_bias`` is ``layers.Conv``'s layer (convolution, bias, optional ReLU); ``convolve``
 the convolution alone. They pick, per layer shape (``choose``):
 - on CPU, where ``vgg_jax.onednn``'s kernels are built, every convolution of at least
-  ``ONEDNN_MIN_MACS`` by oneDNN (forward, input and kernel gradients; float32 and
-  bfloat16; ``benchmarks/results/onednn.md``). Elsewhere, or without the kernels:
+  ``ONEDNN_MIN_MACS`` by oneDNN (forward, input and kernel gradients, but those gradients
+  that ``onednn.gradient_by_xla`` leaves to XLA; float32 and bfloat16;
+  ``benchmarks/results/onednn.md``). Elsewhere, or without the kernels:
 - tiny maps (2x2 or smaller; 4x4 or smaller under 5x5 and 7x7 kernels) as one matrix
   product over the gathered taps (im2col): XLA:CPU convolves them ~80x below its peak
   (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s; a 5x5 and a 7x7 kernel on 4x4 maps,
