@@ -104,7 +104,8 @@ def test_export_benchmark_smoke(tmp_path):
 
 
 def test_onednn_benchmark_smoke(tmp_path):
-    """Both routes of each step timed side by side, with the kernel oneDNN chose."""
+    """Both routes of each step timed side by side, with the kernel oneDNN chose; --fc and
+    --input-gradient each compare their one part; two of them at once is refused."""
     from vgg_jax import onednn
     if not onednn.available():
         import pytest
@@ -120,13 +121,19 @@ def test_onednn_benchmark_smoke(tmp_path):
                                             ("bfloat16", "train"), ("bfloat16", "infer")]
     assert all(float(r[6]) > 0 and float(r[7]) > 0 and r[8].endswith("x") for r in rows)
     assert "avx" in rows[0][9] or "sse" in rows[0][9]  # a kernel for this CPU's ISA
-    fc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn.py"), "--fc",
-                         "--cases", "vgg11:32:4:0.125", "--dtypes", "float32", "--rounds", "1",
-                         "--steps", "1", "--out", str(tmp_path)],
-                        capture_output=True, text=True, timeout=600)
-    assert fc.returncode == 0, fc.stderr[-3000:]
-    assert [ln.split("|")[5].strip() for ln in fc.stdout.splitlines()
-            if ln.startswith("| 20")] == ["float32 fc only"] * 2
+    for flag, label in (("--fc", "float32 fc only"),
+                        ("--input-gradient", "float32 input grad by XLA")):
+        one = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn.py"),
+                              flag, "--cases", "vgg11:32:4:0.125", "--dtypes", "float32",
+                              "--rounds", "1", "--steps", "1", "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=600)
+        assert one.returncode == 0, one.stderr[-3000:]
+        assert [ln.split("|")[5].strip() for ln in one.stdout.splitlines()
+                if ln.startswith("| 20")] == [label] * 2
+    both = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn.py"),
+                           "--fc", "--kernel-gradient"], capture_output=True, text=True,
+                          timeout=120)
+    assert both.returncode != 0 and "pass one" in both.stderr
 
 
 def test_step_profile_names_the_thunks(tmp_path):
