@@ -31,6 +31,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import frameworks  # noqa: E402  (imports vgg_jax, which sets the fast XLA:CPU flags)
+import results_table  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -148,8 +149,7 @@ def report(rows, peak: float, step_s: float, args, command: str) -> str:
         m = r.get(method)
         if not m:
             return "-"
-        v = m[f"{what}_gflops"]  # tiny smoke shapes run below 1 GFLOP/s: keep 2 digits
-        return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
+        return results_table.figure(m[f"{what}_gflops"])
 
     lines = ["# Convolutions one by one: XLA, oneDNN, PyTorch and Winograd F(2x2, 3x3)\n",
              f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}:\n", f"    {command}\n",

@@ -101,7 +101,8 @@ def main(argv=None) -> None:
     for shape in SMOKE if args.smoke else SHAPES:
         n, h, c, o = shape
         for op, (xla_ms, onednn_ms, impl) in measure(shape, args.repeats).items():
-            lines.append(f"| {n}x{h}x{h}x{c} -> {o} | {op} | {xla_ms:.1f} | {onednn_ms:.1f} | "
+            lines.append(f"| {n}x{h}x{h}x{c} -> {o} | {op} | {results_table.figure(xla_ms)} | "
+                         f"{results_table.figure(onednn_ms)} | "
                          f"{xla_ms / onednn_ms:.2f}x | {impl} |")
             print(lines[-1], flush=True)
     if args.out:

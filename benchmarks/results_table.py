@@ -12,6 +12,12 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
 
+def figure(v: float) -> str:
+    """A measured number for a table: whole above 1,000, else three significant digits, so
+    a toy shape's 0.04 ms or 0.5 GFLOP/s on a slow machine does not print as 0."""
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
 def cpu_flags() -> list[str]:
     """The CPU's feature flags (``/proc/cpuinfo``), or [] where they cannot be read."""
     try:

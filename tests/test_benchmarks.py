@@ -45,6 +45,15 @@ def test_speed_suite_smoke(tmp_path):
     assert re.search(r"input pipeline \(\d+ img/s/core x \d+ cores\) keeps up", md)
 
 
+def test_table_figures_keep_small_measurements_nonzero():
+    """A toy shape on a slow machine measures 0.04 ms or 0.5 GFLOP/s: a table must not print
+    it as 0 (which once failed CI's smoke test)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from results_table import figure
+    assert [figure(v) for v in (0.0412, 0.5, 4.0, 24.31, 355.2, 1420.4)] == [
+        "0.0412", "0.5", "4", "24.3", "355", "1420"]
+
+
 def test_speed_rounds_give_medians_and_each_rounds_ratio():
     """--rounds: one row per framework and case with the median rate, and vgg_jax's ratio
     to the others round by round (the load of a shared machine drifts between processes)."""
