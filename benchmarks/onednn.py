@@ -1,7 +1,7 @@
 """oneDNN's kernels against XLA's: whole training and inference steps, side by side.
 
     python benchmarks/onednn.py [--cases vgg16:224:8,vgg11:32:128:0.25] [--rounds 3]
-                                [--fc | --kernel-gradient | --input-gradient]
+                                [--fc | --kernel-gradient | --input-gradient | --taps]
 
 For each case (arch:image size:batch[:width]) and dtype (float32, bfloat16), the same
 jit-compiled SGD training step and inference step, built twice in one process: with
@@ -10,7 +10,8 @@ jit-compiled SGD training step and inference step, built twice in one process: w
 with oneDNN's convolutions, fc6-fc8 XLA's dots against oneDNN's; with ``--kernel-gradient``,
 everything oneDNN's but the convolutions' kernel gradients, oneDNN's against XLA's
 (``onednn.KERNEL_GRADIENT``); with ``--input-gradient`` the same for their input gradients
-(``onednn.INPUT_GRADIENT``), the kernel gradients as "auto" picks them. Images/s are medians over
+(``onednn.INPUT_GRADIENT``), the kernel gradients as "auto" picks them; with ``--taps``, all
+"auto", small float32 maps by oneDNN's convolutions against tap by tap (``conv.TAPS``). Images/s are medians over
 ``--rounds`` rounds of ``--steps`` steps, the two alternating. Prints the CPU model and its
 ISA extensions and oneDNN's kernel for a 3x3 layer; appends rows to
 benchmarks/results/onednn.md.
@@ -38,13 +39,14 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = False,
-          gradients: dict | None = None):
+          gradients: dict | None = None, taps: bool = True):
     """(train step, inference step, state) compiled with or without oneDNN's kernels (with
     ``fc_only``: with or without them for fc6-fc8, the convolutions oneDNN's), the
     convolutions' gradients routed by ``gradients`` (e.g. ``{"KERNEL_GRADIENT": "xla"}``:
-    ``vgg_jax.onednn``'s settings; the others "auto")."""
+    ``vgg_jax.onednn``'s settings; the others "auto"), small maps tap by tap if ``taps``
+    (``conv.TAPS``)."""
     # Read while tracing: each step keeps the routes it was built with.
-    conv.ONEDNN, conv.ONEDNN_FC = use_onednn or fc_only, use_onednn
+    conv.ONEDNN, conv.ONEDNN_FC, conv.TAPS = use_onednn or fc_only, use_onednn, taps
     for name, who in (gradients or {}).items():
         setattr(onednn, name, who)
     try:
@@ -76,7 +78,7 @@ def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = Fal
         jax.block_until_ready(state)
         jax.block_until_ready(infer(variables))
     finally:
-        conv.ONEDNN, conv.ONEDNN_FC = True, True
+        conv.ONEDNN, conv.ONEDNN_FC, conv.TAPS = True, True, True
         onednn.KERNEL_GRADIENT = onednn.INPUT_GRADIENT = "auto"
     return train, infer, state, variables
 
@@ -101,13 +103,15 @@ def main(argv=None) -> None:
                         help="Only the kernel gradients by oneDNN and by XLA (all else oneDNN's).")
     parser.add_argument("--input-gradient", action="store_true",
                         help="Only the input gradients by oneDNN and by XLA (all else 'auto').")
+    parser.add_argument("--taps", action="store_true",
+                        help="Only small float32 maps by oneDNN's convolutions and tap by tap.")
     parser.add_argument("--out", default=results_table.RESULTS, help="Folder of onednn.md.")
     args = parser.parse_args(argv)
     gradient = ("KERNEL_GRADIENT" if args.kernel_gradient else
                 "INPUT_GRADIENT" if args.input_gradient else None)
-    if args.fc + args.kernel_gradient + args.input_gradient > 1:
-        sys.exit("error: --fc, --kernel-gradient and --input-gradient compare different "
-                 "things; pass one.")
+    if args.fc + args.kernel_gradient + args.input_gradient + args.taps > 1:
+        sys.exit("error: --fc, --kernel-gradient, --input-gradient and --taps compare "
+                 "different things; pass one.")
     print(results_table.cpu_description(), flush=True)
     if not onednn.available():
         sys.exit("error: oneDNN kernels unavailable here (see the log line above).")
@@ -120,7 +124,9 @@ def main(argv=None) -> None:
                                          (3, 3, round(128 * width), round(128 * width)), dtype)
             runs = {}
             for use in (False, True):
-                if gradient:
+                if args.taps:
+                    built = build(arch, size, batch, width, dtype, True, taps=use)
+                elif gradient:
                     built = build(arch, size, batch, width, dtype, True,
                                   gradients={gradient: "xla" if use else "onednn"})
                 else:
@@ -151,11 +157,13 @@ def main(argv=None) -> None:
                     "convolutions (--fc); rows with 'kernel grad' compare oneDNN's kernel "
                     "gradients ('without') with XLA's ('with'), all else oneDNN's "
                     "(--kernel-gradient); 'input grad' the same for input gradients, kernel "
-                    "gradients as 'auto' picks them (--input-gradient). Images/s: medians over rounds, the two alternating.",
+                    "gradients as 'auto' picks them (--input-gradient); 'taps' compare small "
+                    "float32 maps by oneDNN's convolutions and tap by tap (conv.taps), all else "
+                    "'auto' (--taps). Images/s: medians over rounds, the two alternating.",
                     ["net", "batch", "dtype", "step", "img/s without", "img/s with oneDNN",
                      "speed-up", "oneDNN kernel (3x3)"],
                     [f"{arch}/{width:g} {size}" if width != 1 else f"{arch} {size}", batch,
-                     dname + (" fc only" if args.fc else "")
+                     dname + (" fc only" if args.fc else "") + (" taps" if args.taps else "")
                      + {"KERNEL_GRADIENT": " kernel grad by XLA",
                         "INPUT_GRADIENT": " input grad by XLA", None: ""}[gradient],
                      mode, f"{rate[False]:.2f}",

@@ -39,6 +39,33 @@ def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
             jnp.abs(g_ref).max()))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("n,hw,cin,kernel,cout", [
+    (16, (2, 2), 64, 3, 64),   # block 5 of a 32x32 image; large enough for oneDNN's products
+    (8, (4, 4), 32, 3, 48),    # block 4 there
+    (2, (1, 1), 8, 3, 5), (2, (2, 1), 8, 3, 5), (2, (3, 2), 6, 1, 4),
+    (2, (4, 3), 8, 5, 5), (2, (4, 4), 8, 7, 3), (2, (2, 2), 8, 7, 5)])
+def test_taps_match_xla(n, hw, cin, kernel, cout, dtype):
+    """The tap-by-tap convolution (small maps on AVX-512 CPUs) gives XLA's values and
+    gradients, with products by oneDNN or XLA, in float32 and (summed in float32) bfloat16."""
+    x = jax.random.normal(jax.random.key(0), (n, *hw, cin)).astype(dtype)
+    w = (jax.random.normal(jax.random.key(1), (kernel, kernel, cin, cout))
+         / (kernel * cin ** 0.5)).astype(dtype)
+    f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+    reference = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
+        f32(x), f32(w), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours = lambda x, w: conv.convolve(x, w, "taps")  # noqa: E731
+    y = ours(x, w)
+    assert y.dtype == x.dtype and y.shape == (n, *hw, cout)
+    tol = 1e-5 if dtype == "float32" else 2e-2  # relative to the largest value
+    dy = jax.random.normal(jax.random.key(2), y.shape)
+    got = (y, *jax.vjp(ours, x, w)[1](dy.astype(dtype)))
+    want, want_vjp = jax.vjp(reference, x, w)
+    for a, b in zip(got, (want, *want_vjp(dy))):
+        assert a.shape == b.shape
+        assert float(jnp.abs(f32(a) - b).max()) <= tol * float(jnp.abs(b).max())
+
+
 def test_convolution_rejects_unknown_algorithms():
     x, w = jnp.zeros((1, 8, 8, 4)), jnp.zeros((1, 1, 4, 4))
     with pytest.raises(ValueError, match="needs a 3x3 kernel"):

@@ -41,6 +41,33 @@ def test_kernels_are_built_and_pick_a_cpu_kernel():
     assert conv.choose((8, 2, 2, 16), (3, 3, 16, 16), backend="cpu") == "im2col"
 
 
+def test_small_float32_maps_go_tap_by_tap_on_avx512(monkeypatch):
+    """Blocks 4-5 of a 32x32 image (4x4 and 2x2 maps) are convolved tap by tap, with
+    oneDNN's matrix products and no oneDNN convolution, where oneDNN's convolutions are its
+    AVX-512 ones; bfloat16, larger maps, AVX2 and ``conv.TAPS = False`` keep oneDNN's."""
+    block5, kernel = (128, 2, 2, 512), (3, 3, 512, 512)
+    if "avx512" not in onednn.implementation(block5, kernel):
+        pytest.skip("tap by tap only where oneDNN's convolutions are AVX-512 ones")
+    assert conv.choose(block5, kernel, training=True) == "taps"
+    assert conv.choose((128, 4, 4, 256), (3, 3, 256, 512)) == "taps"
+    assert conv.choose((128, 8, 8, 256), (3, 3, 256, 256), training=True) == "onednn"
+    assert conv.choose((128, 2, 2, 128), (3, 3, 128, 128), training=True) == "onednn"
+    if onednn.has_kernels(jnp.bfloat16):
+        assert conv.choose(block5, kernel, dtype=jnp.bfloat16) == "onednn"
+    x = jnp.ones((16, 2, 2, 256))
+    loss = lambda x, k, b: conv.convolve_bias(x, k, b, relu=True).sum()  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss, (0, 1, 2)))(x, jnp.ones((3, 3, 256, 256)),
+                                                           jnp.ones(256)))
+    assert "vgg_onednn_matmul" in jaxpr and "vgg_onednn_conv" not in jaxpr
+    monkeypatch.setattr(conv, "TAPS", False)
+    assert conv.choose(block5, kernel, training=True) == "onednn"
+    monkeypatch.setattr(conv, "TAPS", True)
+    real = onednn.implementation
+    monkeypatch.setattr(onednn, "implementation", lambda *a: real(*a).replace(
+        "avx512_core", "avx2"))
+    assert conv.choose(block5, kernel, training=True) == "onednn"
+
+
 @pytest.mark.parametrize("impl", ["ref:any", ""])
 def test_cpus_without_bfloat16_kernels_keep_xla(impl, monkeypatch):
     """Where oneDNN has only its reference code for bfloat16 ("ref:any") or none at all

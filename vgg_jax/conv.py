@@ -1,11 +1,21 @@
-"""How VGG's stride-1 "SAME" convolutions are computed: oneDNN, XLA, im2col or Winograd.
+"""How VGG's stride-1 "SAME" convolutions are computed: oneDNN, tap by tap, XLA, im2col or
+Winograd.
 
 ``convolve_bias`` is ``layers.Conv``'s layer (convolution, bias, optional ReLU); ``convolve``
 the convolution alone. They pick, per layer shape (``choose``):
 - on CPU, where ``vgg_jax.onednn``'s kernels are built, every convolution of at least
   ``ONEDNN_MIN_MACS`` by oneDNN (forward, input and kernel gradients, but those gradients
   that ``onednn.gradient_by_xla`` leaves to XLA; float32 and bfloat16;
-  ``benchmarks/results/onednn.md``). Elsewhere, or without the kernels:
+  ``benchmarks/results/onednn.md``); there, float32 maps of at most ``TAPS_MAP`` pixels a
+  side with at least ``TAPS_MIN_CHANNELS`` channels in and out (blocks 4-5 of VGG on a
+  32x32 CIFAR image) as one matrix product per kernel tap, over the
+  output pixels whose input under that tap lies inside the map (``taps``): a direct
+  convolution also multiplies the "SAME" padding, 56% of its work on a 2x2 map and 31% on
+  a 4x4 one under a 3x3 kernel. A layer's forward pass and both gradients, oneDNN's
+  convolution against tap by tap, 2-core Xeon: 66 ms against 15 at 128x2x2x512, 123 against
+  91 at 128x4x4x512; VGG-16 32/128 training 1.09x (``benchmarks/results/onednn.md``). With
+  fewer channels the 9-27 smaller products of a layer cost more than they save: a
+  quarter-width VGG-11 trained at 0.71x. Elsewhere, or without the kernels:
 - tiny maps (2x2 or smaller; 4x4 or smaller under 5x5 and 7x7 kernels) as one matrix
   product over the gathered taps (im2col): XLA:CPU convolves them ~80x below its peak
   (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s; a 5x5 and a 7x7 kernel on 4x4 maps,
@@ -37,7 +47,7 @@ SMALL_MAP = 2  # maps this small (or smaller) are convolved as one matrix produc
 LARGE_KERNEL_MAP = 4  # ... and so are maps this small under kernels larger than 3x3
 WINOGRAD_MAPS = (28, 56)  # smallest and largest map side that Winograd takes on CPU
 WINOGRAD_MIN_CHANNELS = 256
-ALGORITHMS = ("auto", "xla", "im2col", "winograd", "onednn")
+ALGORITHMS = ("auto", "xla", "im2col", "winograd", "onednn", "taps")
 # Whether "auto" may pick oneDNN (where built): False gives the rules without it, e.g. for a
 # benchmark's baseline or a bit-for-bit comparison with runs made before it existed.
 ONEDNN = True
@@ -45,6 +55,11 @@ ONEDNN = True
 # fixed cost of a oneDNN call (~30 us forward, ~130 us for both gradients, measured on 2
 # cores) outweighs its faster kernels (benchmarks/results/onednn.md).
 ONEDNN_MIN_MACS = 1 << 20
+# Whether "auto" computes float32 maps of at most TAPS_MAP pixels a side tap by tap (``taps``)
+# where it would otherwise pick oneDNN on a CPU with AVX-512 (measured there only).
+TAPS = True
+TAPS_MAP = 4
+TAPS_MIN_CHANNELS = 256
 # Whether fc6-fc8's products may go to oneDNN too (``dense_uses_onednn``; needs ``ONEDNN``).
 ONEDNN_FC = True
 
@@ -68,6 +83,10 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
     macs = int(np.prod(x_shape)) * int(np.prod(kernel_shape[:2])) * kernel_shape[-1]
     if (onednn and _worth_onednn(macs, dtype, backend)
             and _onednn_has_kernel(x_shape, kernel_shape, dtype)):
+        if (TAPS and max(h, w) <= TAPS_MAP and jnp.dtype(dtype) == jnp.float32
+                and min(c, kernel_shape[-1]) >= TAPS_MIN_CHANNELS
+                and _onednn_avx512(x_shape, kernel_shape, dtype)):
+            return "taps"
         return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
         return "im2col"
@@ -108,6 +127,12 @@ def _onednn_has_kernel(x_shape, kernel_shape, dtype) -> bool:
     from vgg_jax import onednn
     impl = onednn.implementation(x_shape, kernel_shape, dtype)
     return bool(impl) and not impl.startswith("ref") and onednn.has_kernels(dtype)
+
+
+def _onednn_avx512(x_shape, kernel_shape, dtype) -> bool:
+    """Whether oneDNN's kernel for this convolution is an AVX-512 (or AMX) one."""
+    from vgg_jax import onednn
+    return "avx512" in onednn.implementation(x_shape, kernel_shape, dtype)
 
 
 def effective_kernel(kernel: Array, height: int, width: int) -> Array:
@@ -153,6 +178,8 @@ def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = 
         return _im2col(x, kernel)
     if algorithm == "winograd":
         return winograd(x, kernel)
+    if algorithm == "taps":
+        return taps(x, kernel)
     from vgg_jax import onednn
     return onednn.conv(x, kernel)
 
@@ -180,6 +207,42 @@ def _im2col(x: Array, kernel: Array) -> Array:
     taps = [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)]
     patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
     return jnp.dot(patches, kernel.reshape(kh * kw * c, kernel.shape[-1]))
+
+
+def taps(x: Array, kernel: Array) -> Array:
+    """Stride-1 "SAME" convolution as a sum of matrix products, one per kernel tap.
+
+    Tap (dy, dx) multiplies the input pixels (y + dy, x + dx) that lie inside the map, at
+    the output pixels (y, x) they reach, by its (C, C') matrix: no product meets padding.
+    The products are oneDNN's (``onednn.dense``, gradients included) where it is built and
+    they are large enough, else XLA's; bfloat16 products are summed in float32. XLA's
+    autodiff of the slices and pads gives the gradients.
+    """
+    n, h, w, c = x.shape
+    kh, kw, _, out = kernel.shape
+    total = None
+    for ty in range(kh):
+        for tx in range(kw):
+            dy, dx = ty - kh // 2, tx - kw // 2
+            y0, y1, x0, x1 = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+            if y1 <= y0 or x1 <= x0:
+                continue  # only ever meets padding
+            inside = x[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx, :].reshape(-1, c)
+            part = _product(inside, kernel[ty, tx]).astype(jnp.float32)
+            part = jnp.pad(part.reshape(n, y1 - y0, x1 - x0, out),
+                           ((0, 0), (y0, h - y1), (x0, w - x1), (0, 0)))
+            total = part if total is None else total + part
+    return total.astype(x.dtype)
+
+
+def _product(a: Array, b: Array) -> Array:
+    """``a @ b``: oneDNN's where built for products of at least ``ONEDNN_MIN_MACS``."""
+    if (ONEDNN and _worth_onednn(a.shape[0] * b.size, a.dtype, jax.default_backend())
+            and a.dtype == b.dtype and _onednn_available()):
+        from vgg_jax import onednn
+        if onednn.has_kernels(a.dtype):
+            return onednn.dense(a, b)
+    return jnp.dot(a, b)
 
 
 def _winograd_forward(x: Array, kernel: Array) -> Array:
