@@ -131,7 +131,8 @@ def test_onednn_benchmark_smoke(tmp_path):
     assert all(float(r[6]) > 0 and float(r[7]) > 0 and r[8].endswith("x") for r in rows)
     assert "avx" in rows[0][9] or "sse" in rows[0][9]  # a kernel for this CPU's ISA
     for flag, label in (("--fc", "float32 fc only"),
-                        ("--input-gradient", "float32 input grad by XLA")):
+                        ("--input-gradient", "float32 input grad by XLA"),
+                        ("--taps", "float32 taps")):
         one = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn.py"),
                               flag, "--cases", "vgg11:32:4:0.125", "--dtypes", "float32",
                               "--rounds", "1", "--steps", "1", "--out", str(tmp_path)],
