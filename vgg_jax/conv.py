@@ -81,11 +81,11 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
     if onednn is None:
         onednn = ONEDNN and backend == "cpu" and _onednn_available()
     macs = int(np.prod(x_shape)) * int(np.prod(kernel_shape[:2])) * kernel_shape[-1]
-    if (onednn and _worth_onednn(macs, dtype, backend)
-            and _onednn_has_kernel(x_shape, kernel_shape, dtype)):
+    kernel = _onednn_kernel(x_shape, kernel_shape, dtype) if (
+        onednn and _worth_onednn(macs, dtype, backend)) else ""
+    if kernel:
         if (TAPS and max(h, w) <= TAPS_MAP and jnp.dtype(dtype) == jnp.float32
-                and min(c, kernel_shape[-1]) >= TAPS_MIN_CHANNELS
-                and _onednn_avx512(x_shape, kernel_shape, dtype)):
+                and min(c, kernel_shape[-1]) >= TAPS_MIN_CHANNELS and "avx512" in kernel):
             return "taps"
         return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
@@ -102,8 +102,14 @@ def dense_uses_onednn(x_shape, kernel_shape, dtype, backend: str | None = None) 
     """Whether a (N, K) x (K, M) fully connected product of these shapes goes to oneDNN
     (``layers.fc_dot_general``): on CPU, where the kernels are built, for float32 or
     bfloat16 products of at least ``ONEDNN_MIN_MACS``."""
+    return ONEDNN_FC and _product_uses_onednn(x_shape, kernel_shape, dtype, backend)
+
+
+def _product_uses_onednn(x_shape, kernel_shape, dtype, backend: str | None = None) -> bool:
+    """Whether a (N, K) x (K, M) product goes to oneDNN: on CPU, where built, for float32 or
+    bfloat16 of at least ``ONEDNN_MIN_MACS`` (fc6-fc8's and ``taps``'s)."""
     macs = x_shape[0] * kernel_shape[0] * kernel_shape[1]
-    if not (ONEDNN and ONEDNN_FC and _worth_onednn(macs, dtype, backend or jax.default_backend())
+    if not (ONEDNN and _worth_onednn(macs, dtype, backend or jax.default_backend())
             and _onednn_available()):
         return False
     from vgg_jax import onednn
@@ -121,18 +127,14 @@ def _onednn_available() -> bool:
     return onednn.available()
 
 
-def _onednn_has_kernel(x_shape, kernel_shape, dtype) -> bool:
-    """Whether oneDNN has a JIT kernel for this convolution on this CPU, not only its slow
-    reference code or none at all (bfloat16 on a CPU without AVX-512: AVX2 has none)."""
+def _onednn_kernel(x_shape, kernel_shape, dtype) -> str:
+    """oneDNN's JIT kernel for this convolution on this CPU (e.g. ``brgconv:avx512_core``),
+    or "" where it has only its slow reference code or none at all (bfloat16 on a CPU
+    without AVX-512: AVX2 has none)."""
     from vgg_jax import onednn
     impl = onednn.implementation(x_shape, kernel_shape, dtype)
-    return bool(impl) and not impl.startswith("ref") and onednn.has_kernels(dtype)
-
-
-def _onednn_avx512(x_shape, kernel_shape, dtype) -> bool:
-    """Whether oneDNN's kernel for this convolution is an AVX-512 (or AMX) one."""
-    from vgg_jax import onednn
-    return "avx512" in onednn.implementation(x_shape, kernel_shape, dtype)
+    usable = impl and not impl.startswith("ref") and onednn.has_kernels(dtype)
+    return impl if usable else ""
 
 
 def effective_kernel(kernel: Array, height: int, width: int) -> Array:
@@ -236,12 +238,10 @@ def taps(x: Array, kernel: Array) -> Array:
 
 
 def _product(a: Array, b: Array) -> Array:
-    """``a @ b``: oneDNN's where built for products of at least ``ONEDNN_MIN_MACS``."""
-    if (ONEDNN and _worth_onednn(a.shape[0] * b.size, a.dtype, jax.default_backend())
-            and a.dtype == b.dtype and _onednn_available()):
+    """``a @ b``: oneDNN's where ``_product_uses_onednn``, else XLA's."""
+    if a.dtype == b.dtype and _product_uses_onednn(a.shape, b.shape, a.dtype):
         from vgg_jax import onednn
-        if onednn.has_kernels(a.dtype):
-            return onednn.dense(a, b)
+        return onednn.dense(a, b)
     return jnp.dot(a, b)
 
 
