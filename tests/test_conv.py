@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_jax import conv, models
+from vgg_jax import conv, models, onednn
 
 
 @pytest.mark.parametrize("hw,cin,kernel,algorithm", [
@@ -41,13 +41,17 @@ def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("n,hw,cin,kernel,cout", [
-    (16, (2, 2), 64, 3, 64),   # block 5 of a 32x32 image; large enough for oneDNN's products
-    (8, (4, 4), 32, 3, 48),    # block 4 there
+    # Large enough for oneDNN (one call, where built): blocks 5 and 4 of a 32x32 image, an
+    # odd batch, non-square maps, 1x1, 5x5 and (cut to 3x3 on 2x2) 7x7 kernels.
+    (32, (2, 2), 128, 3, 96), (17, (4, 4), 64, 3, 80), (64, (3, 4), 32, 5, 48),
+    (128, (2, 2), 64, 7, 48), (128, (3, 2), 32, 1, 64), (64, (1, 1), 128, 3, 128),
+    # XLA's products of the copied taps.
     (2, (1, 1), 8, 3, 5), (2, (2, 1), 8, 3, 5), (2, (3, 2), 6, 1, 4),
     (2, (4, 3), 8, 5, 5), (2, (4, 4), 8, 7, 3), (2, (2, 2), 8, 7, 5)])
 def test_taps_match_xla(n, hw, cin, kernel, cout, dtype):
     """The tap-by-tap convolution (small maps on AVX-512 CPUs) gives XLA's values and
-    gradients, with products by oneDNN or XLA, in float32 and (summed in float32) bfloat16."""
+    gradients, as one oneDNN call or by XLA's products, in float32 and (summed in float32)
+    bfloat16."""
     x = jax.random.normal(jax.random.key(0), (n, *hw, cin)).astype(dtype)
     w = (jax.random.normal(jax.random.key(1), (kernel, kernel, cin, cout))
          / (kernel * cin ** 0.5)).astype(dtype)
@@ -55,6 +59,10 @@ def test_taps_match_xla(n, hw, cin, kernel, cout, dtype):
     reference = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
         f32(x), f32(w), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     ours = lambda x, w: conv.convolve(x, w, "taps")  # noqa: E731
+    by_onednn = conv._product_uses_onednn((x.size // cin, cin), (cin, cout), x.dtype)
+    assert by_onednn == ("vgg_onednn_taps" in str(jax.make_jaxpr(ours)(x, w)))
+    if n * hw[0] * hw[1] * cin * cout >= conv.ONEDNN_MIN_MACS and onednn.has_kernels(dtype):
+        assert by_onednn
     y = ours(x, w)
     assert y.dtype == x.dtype and y.shape == (n, *hw, cout)
     tol = 1e-5 if dtype == "float32" else 2e-2  # relative to the largest value

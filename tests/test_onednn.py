@@ -42,8 +42,8 @@ def test_kernels_are_built_and_pick_a_cpu_kernel():
 
 
 def test_small_float32_maps_go_tap_by_tap_on_avx512(monkeypatch):
-    """Blocks 4-5 of a 32x32 image (4x4 and 2x2 maps) are convolved tap by tap, with
-    oneDNN's matrix products and no oneDNN convolution, where oneDNN's convolutions are its
+    """Blocks 4-5 of a 32x32 image (4x4 and 2x2 maps) are convolved tap by tap, in one
+    oneDNN call each way and no oneDNN convolution, where oneDNN's convolutions are its
     AVX-512 ones; bfloat16, larger maps, AVX2 and ``conv.TAPS = False`` keep oneDNN's."""
     block5, kernel = (128, 2, 2, 512), (3, 3, 512, 512)
     if "avx512" not in onednn.implementation(block5, kernel):
@@ -58,7 +58,8 @@ def test_small_float32_maps_go_tap_by_tap_on_avx512(monkeypatch):
     loss = lambda x, k, b: conv.convolve_bias(x, k, b, relu=True).sum()  # noqa: E731
     jaxpr = str(jax.make_jaxpr(jax.grad(loss, (0, 1, 2)))(x, jnp.ones((3, 3, 256, 256)),
                                                            jnp.ones(256)))
-    assert "vgg_onednn_matmul" in jaxpr and "vgg_onednn_conv" not in jaxpr
+    assert "vgg_onednn_taps_forward" in jaxpr and "vgg_onednn_taps_backward" in jaxpr
+    assert "vgg_onednn_conv" not in jaxpr
     monkeypatch.setattr(conv, "TAPS", False)
     assert conv.choose(block5, kernel, training=True) == "onednn"
     monkeypatch.setattr(conv, "TAPS", True)
@@ -251,8 +252,9 @@ def test_vmap_gives_each_examples_gradient():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 1, 6, 6, 4)), jnp.float32)
     k = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 4, 5)), jnp.float32)
     loss = lambda conv_fn: lambda x: (conv_fn(x, k) ** 2).sum()  # noqa: E731
-    np.testing.assert_allclose(jax.vmap(jax.grad(loss(onednn.conv)))(x),
-                               jax.vmap(jax.grad(loss(_xla)))(x), rtol=1e-5, atol=1e-5)
+    for ours in (onednn.conv, onednn.taps):
+        np.testing.assert_allclose(jax.vmap(jax.grad(loss(ours)))(x),
+                                   jax.vmap(jax.grad(loss(_xla)))(x), rtol=1e-5, atol=1e-5)
 
 
 def _train(algorithm: str, dtype=jnp.float32, steps: int = 8, arch: str = "vgg11_bn"
@@ -292,6 +294,13 @@ def test_training_without_batch_norm_gives_xlas_loss_curve():
     np.testing.assert_allclose(ours, xla, rtol=1e-4)
 
 
+def test_training_tap_by_tap_gives_xlas_loss_curve():
+    """Every layer tap by tap (its products one oneDNN call where large enough, else XLA's)."""
+    xla, ours = _train("xla", arch="vgg11"), _train("taps", arch="vgg11")
+    assert ours[-1] < ours[0]
+    np.testing.assert_allclose(ours, xla, rtol=1e-4)
+
+
 def test_training_gives_xlas_loss_curve(monkeypatch):
     monkeypatch.setattr(conv, "ONEDNN_MIN_MACS", 0)  # fc6-fc8 too (tiny here) go to oneDNN
     xla, ours = _train("xla"), _train("onednn")
@@ -319,10 +328,11 @@ def test_pmap_over_four_cpu_devices_matches_one():
         assert jax.local_device_count() == 4
         x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2, 12, 12, 8)), jnp.float32)
         k = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 8, 8)), jnp.float32)
-        loss = lambda k, x: (onednn.conv(x, k) ** 2).mean()
-        per_device = jax.pmap(jax.grad(loss), in_axes=(None, 0))(k, x)
-        one = jnp.stack([jax.grad(loss)(k, x[i]) for i in range(4)])
-        np.testing.assert_allclose(per_device, one, rtol=1e-5, atol=1e-6)
+        for conv in (onednn.conv, onednn.taps):
+            loss = lambda k, x: (conv(x, k) ** 2).mean()
+            per_device = jax.pmap(jax.grad(loss), in_axes=(None, 0))(k, x)
+            one = jnp.stack([jax.grad(loss)(k, x[i]) for i in range(4)])
+            np.testing.assert_allclose(per_device, one, rtol=1e-5, atol=1e-6)
         print("ok")
         """, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]

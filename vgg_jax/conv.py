@@ -216,12 +216,16 @@ def taps(x: Array, kernel: Array) -> Array:
 
     Tap (dy, dx) multiplies the input pixels (y + dy, x + dx) that lie inside the map, at
     the output pixels (y, x) they reach, by its (C, C') matrix: no product meets padding.
-    The products are oneDNN's (``onednn.dense``, gradients included) where it is built and
-    they are large enough, else XLA's; bfloat16 products are summed in float32. XLA's
-    autodiff of the slices and pads gives the gradients.
+    Where oneDNN takes products this large (``_product_uses_onednn``) the whole convolution
+    and its gradients are one oneDNN call each, reading and writing the pixels in place
+    (``onednn.taps``); else XLA's products of each tap's pixels, copied out and padded back
+    (XLA's autodiff gives the gradients). Sums are float32, also for bfloat16.
     """
     n, h, w, c = x.shape
     kh, kw, _, out = kernel.shape
+    if x.dtype == kernel.dtype and _product_uses_onednn((n * h * w, c), (c, out), x.dtype):
+        from vgg_jax import onednn
+        return onednn.taps(x, kernel)
     total = None
     for ty in range(kh):
         for tx in range(kw):
@@ -230,19 +234,11 @@ def taps(x: Array, kernel: Array) -> Array:
             if y1 <= y0 or x1 <= x0:
                 continue  # only ever meets padding
             inside = x[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx, :].reshape(-1, c)
-            part = _product(inside, kernel[ty, tx]).astype(jnp.float32)
+            part = jnp.dot(inside, kernel[ty, tx], preferred_element_type=jnp.float32)
             part = jnp.pad(part.reshape(n, y1 - y0, x1 - x0, out),
                            ((0, 0), (y0, h - y1), (x0, w - x1), (0, 0)))
             total = part if total is None else total + part
     return total.astype(x.dtype)
-
-
-def _product(a: Array, b: Array) -> Array:
-    """``a @ b``: oneDNN's where ``_product_uses_onednn``, else XLA's."""
-    if a.dtype == b.dtype and _product_uses_onednn(a.shape, b.shape, a.dtype):
-        from vgg_jax import onednn
-        return onednn.dense(a, b)
-    return jnp.dot(a, b)
 
 
 def _winograd_forward(x: Array, kernel: Array) -> Array:

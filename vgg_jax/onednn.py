@@ -41,7 +41,9 @@ TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
            "vgg_onednn_conv_backward_data": "VggConvBackwardData",
            "vgg_onednn_conv_backward_weights": "VggConvBackwardWeights",
            "vgg_onednn_conv_bias_backward": "VggConvBiasBackward",
-           "vgg_onednn_matmul": "VggMatmul"}
+           "vgg_onednn_matmul": "VggMatmul",
+           "vgg_onednn_taps_forward": "VggTapsForward",
+           "vgg_onednn_taps_backward": "VggTapsBackward"}
 _DTYPES = (jnp.float32, jnp.bfloat16)
 
 
@@ -317,6 +319,46 @@ def _dense_bwd(residuals, dy):
 
 
 dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+def _hwnc(a: Array) -> Array:
+    return a.transpose(1, 2, 0, 3)
+
+
+def _nhwc(a: Array) -> Array:
+    return a.transpose(2, 0, 1, 3)
+
+
+@jax.custom_vjp
+def taps(x: Array, kernel: Array) -> Array:
+    """``vgg_jax.conv.taps``'s convolution (NHWC x HWIO -> NHWC) in one oneDNN call: one
+    matrix product per kernel tap and map row, over only the pixels that tap reaches.
+
+    The call takes the activations as HWNC (transposed here; between two such layers XLA
+    cancels the transposes), where the rows of one map row that a tap reaches are
+    contiguous for all images at once, so the products read and write the activations in
+    place; XLA's version copies each tap's pixels out and pads each product back. Sums and
+    gradients are float32 (bfloat16 products too), the result in ``x``'s dtype.
+    """
+    return _taps_fwd(x, kernel)[0]
+
+
+def _taps_fwd(x, kernel):
+    x = _hwnc(x)
+    y = _call("vgg_onednn_taps_forward", ((*x.shape[:3], kernel.shape[-1]), jnp.float32),
+              x, kernel)
+    return _nhwc(y).astype(x.dtype), (x, kernel)
+
+
+def _taps_bwd(residuals, dy):
+    x, kernel = residuals
+    dx, dk = _call("vgg_onednn_taps_backward", [(x.shape, jnp.float32),
+                                                 (kernel.shape, jnp.float32)],
+                   _hwnc(dy.astype(x.dtype)), x, kernel)
+    return _nhwc(dx).astype(x.dtype), dk.astype(kernel.dtype)
+
+
+taps.defvjp(_taps_fwd, _taps_bwd)
 
 
 def main() -> None:

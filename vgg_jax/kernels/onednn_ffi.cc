@@ -7,8 +7,11 @@
 // blocked layout where that is faster (reordered from HWIO on every call). The forward
 // convolution may add a bias and apply ReLU in the same pass (oneDNN post-op), and the kernel
 // gradient may also give the bias gradient (the sum of the output gradient), which saves XLA
-// a pass over the activation each.
+// a pass over the activation each. The tap-by-tap convolution (``Taps*``) takes HWNC
+// activations instead, in which every kernel tap's product is a few dense matrix products.
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -64,19 +67,20 @@ enum Op { kConvForward = 0, kConvBackwardData = 1, kConvBackwardWeights = 2, kMa
 
 memory::dims Pad(int64_t k) { return {k / 2, k / 2}; }
 
-// dims: N, H, W, C, KH, KW, O (convolutions) or M, K, N, transpose A, transpose B (matmul).
+// dims: N, H, W, C, KH, KW, O (convolutions) or M, K, N, transpose A, transpose B[,
+// accumulate] (matmul).
 std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::data_type in,
                                memory::data_type out, Extras extras) {
   auto plan = std::make_shared<Plan>();
   auto& eng = Engine();
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (extras.relu) {
-    dnnl::post_ops post;
-    post.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    attr.set_post_ops(post);
-  }
-  if (op == kMatmul) {  // d: M, K, N, whether A is stored transposed (K x M), whether B is
+  dnnl::post_ops post;
+  if (op == kMatmul && d.size() > 5 && d[5]) post.append_sum(1.f);
+  if (extras.relu) post.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  if (post.len() > 0) attr.set_post_ops(post);
+  if (op == kMatmul) {  // d: M, K, N, whether A is stored transposed (K x M), whether B is,
+                        // and (optional) whether C is added to rather than overwritten
     int64_t m = d[0], k = d[1], n = d[2];
     plan->a_user = plan->a = memory::desc({m, k}, in, d[3] ? tag::ba : tag::ab);
     // B as stored: oneDNN's blocked layout would need a reorder of the whole matrix per call,
@@ -254,6 +258,123 @@ ffi::Error Matmul(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer
   return Call(kMatmul, a, b, c, {m, k, n, transpose_a, transpose_b});
 }
 
+
+// The tap-by-tap convolution (vgg_jax.conv.taps) on HWNC activations: (H, W, N, C) seen as
+// an (H*W*N) x C matrix whose rows are pixels. Tap (ty, tx) adds input pixel
+// (y + dy, x + dx) times its C x O matrix to output pixel (y, x), for the (y, x) where that
+// input lies inside the map; those rows of one output map row are contiguous (all of a row's
+// N images), and so are the input's, so each tap is one dense product per map row, or one
+// in all where it spans whole rows: no padding is multiplied and nothing is copied.
+struct Rows {
+  int64_t in, out, count;  // first input row, first output row, rows
+};
+
+std::vector<Rows> TapRows(int64_t h, int64_t w, int64_t n, int64_t dy, int64_t dx) {
+  int64_t y0 = std::max<int64_t>(0, -dy), y1 = std::min(h, h - dy);
+  int64_t x0 = std::max<int64_t>(0, -dx), x1 = std::min(w, w - dx);
+  if (y1 <= y0 || x1 <= x0) return {};
+  if (x1 - x0 == w) return {{(y0 + dy) * w * n, y0 * w * n, (y1 - y0) * w * n}};
+  std::vector<Rows> rows;
+  for (int64_t y = y0; y < y1; ++y)
+    rows.push_back({((y + dy) * w + x0 + dx) * n, (y * w + x0) * n, (x1 - x0) * n});
+  return rows;
+}
+
+// The taps in the order they are summed: the centre first (it reaches every output pixel,
+// so it initialises the sum), then the others.
+std::vector<std::pair<int64_t, int64_t>> TapOrder(int64_t kh, int64_t kw) {
+  std::vector<std::pair<int64_t, int64_t>> order{{kh / 2, kw / 2}};
+  for (int64_t ty = 0; ty < kh; ++ty)
+    for (int64_t tx = 0; tx < kw; ++tx)
+      if (ty != kh / 2 || tx != kw / 2) order.push_back({ty, tx});
+  return order;
+}
+
+// c (+)= op(a) @ op(b) for (rows x K) blocks, each product planned once per shape.
+void Product(int64_t m, int64_t k, int64_t n, bool ta, bool tb, bool accumulate,
+             memory::data_type in, const void* a, const void* b, float* c) {
+  auto plan = GetPlan(kMatmul, {m, k, n, ta, tb, accumulate}, in, memory::data_type::f32);
+  Run(kMatmul, *plan, const_cast<void*>(a), const_cast<void*>(b), c);
+}
+
+// y = taps(x, k) (forward) or dx = taps'(dy, k) (input gradient: every offset reversed, each
+// tap's matrix transposed): x (H, W, N, C), k (KH, KW, C, O), y (H, W, N, O) in float32;
+// for the gradient x is dy (H, W, N, O) and y is dx (H, W, N, C).
+void TapsConvolve(const char* x, const char* k, float* y, int64_t h, int64_t w, int64_t n,
+                  int64_t c, int64_t o, int64_t kh, int64_t kw, bool gradient,
+                  memory::data_type in, size_t item) {
+  bool first = true;
+  for (auto [ty, tx] : TapOrder(kh, kw)) {
+    int64_t dy = ty - kh / 2, dx = tx - kw / 2;
+    if (gradient) dy = -dy, dx = -dx;
+    const char* tap = k + (ty * kw + tx) * c * o * item;
+    for (const Rows& r : TapRows(h, w, n, dy, dx)) {
+      // k's (C, O) matrix as stored, or read transposed as (O, C) for the input gradient.
+      int64_t cin = gradient ? o : c, cout = gradient ? c : o;
+      Product(r.count, cin, cout, false, gradient, !first, in, x + r.in * cin * item, tap,
+              y + r.out * cout);
+    }
+    first = false;
+  }
+}
+
+// dk[ty, tx] = sum over the rows a tap meets of x_rows^T @ dy_rows, in float32.
+void TapsKernelGradient(const char* x, const char* dy, float* dk, int64_t h, int64_t w,
+                        int64_t n, int64_t c, int64_t o, int64_t kh, int64_t kw,
+                        memory::data_type in, size_t item) {
+  for (int64_t ty = 0; ty < kh; ++ty)
+    for (int64_t tx = 0; tx < kw; ++tx) {
+      float* tap = dk + (ty * kw + tx) * c * o;
+      auto rows = TapRows(h, w, n, ty - kh / 2, tx - kw / 2);
+      if (rows.empty()) std::memset(tap, 0, c * o * sizeof(float));
+      for (size_t i = 0; i < rows.size(); ++i)
+        Product(c, rows[i].count, o, true, false, i > 0, in, x + rows[i].in * c * item,
+                dy + rows[i].out * o * item, tap);
+    }
+}
+
+ffi::Error TapsForward(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> y) {
+  if (!Supported(x.element_type()) || x.element_type() != k.element_type() ||
+      y->element_type() != ffi::DataType::F32)
+    return ffi::Error::InvalidArgument("vgg_jax taps: float32 or bfloat16 in, float32 out");
+  auto xd = Dims(x.dimensions()), kd = Dims(k.dimensions());
+  try {
+    TapsConvolve(static_cast<const char*>(x.untyped_data()),
+                 static_cast<const char*>(k.untyped_data()),
+                 static_cast<float*>(y->untyped_data()), xd[0], xd[1], xd[2], xd[3], kd[3],
+                 kd[0], kd[1], false, DnnlType(x.element_type()),
+                 ffi::ByteWidth(x.element_type()));
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// Both gradients in one call (see ConvBiasBackward): dy (H, W, N, O), x (H, W, N, C).
+ffi::Error TapsBackward(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer k,
+                        ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dk) {
+  if (!Supported(x.element_type()) || x.element_type() != k.element_type() ||
+      dy.element_type() != x.element_type() || dx->element_type() != ffi::DataType::F32 ||
+      dk->element_type() != ffi::DataType::F32)
+    return ffi::Error::InvalidArgument("vgg_jax taps: float32 or bfloat16 in, float32 out");
+  auto xd = Dims(x.dimensions()), kd = Dims(k.dimensions());
+  auto in = DnnlType(x.element_type());
+  size_t item = ffi::ByteWidth(x.element_type());
+  try {
+    TapsConvolve(static_cast<const char*>(dy.untyped_data()),
+                 static_cast<const char*>(k.untyped_data()),
+                 static_cast<float*>(dx->untyped_data()), xd[0], xd[1], xd[2], kd[2], kd[3],
+                 kd[0], kd[1], true, in, item);
+    TapsKernelGradient(static_cast<const char*>(x.untyped_data()),
+                       static_cast<const char*>(dy.untyped_data()),
+                       static_cast<float*>(dk->untyped_data()), xd[0], xd[1], xd[2], xd[3],
+                       kd[3], kd[0], kd[1], in, item);
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define VGG_BINARY ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
@@ -284,6 +405,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VggMatmul, Matmul,
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<bool>("transpose_a")
                                   .Attr<bool>("transpose_b"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggTapsForward, TapsForward, VGG_BINARY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggTapsBackward, TapsBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
 
 // The kernel oneDNN picked for a convolution (empty if it cannot make one): for logs and tests.
 // op: 0 forward, 1 input gradient, 2 kernel gradient; bias: with the bias (and its gradient).
