@@ -9,13 +9,14 @@ the convolution alone. They pick, per layer shape (``choose``):
   ``benchmarks/results/onednn.md``); there, float32 maps of at most ``TAPS_MAP`` pixels a
   side with at least ``TAPS_MIN_CHANNELS`` channels in and out (blocks 4-5 of VGG on a
   32x32 CIFAR image) as one matrix product per kernel tap, over the
-  output pixels whose input under that tap lies inside the map (``taps``): a direct
-  convolution also multiplies the "SAME" padding, 56% of its work on a 2x2 map and 31% on
-  a 4x4 one under a 3x3 kernel. A layer's forward pass and both gradients, oneDNN's
-  convolution against tap by tap, 2-core Xeon: 66 ms against 15 at 128x2x2x512, 123 against
-  91 at 128x4x4x512; VGG-16 32/128 training 1.09x (``benchmarks/results/onednn.md``). With
-  fewer channels the 9-27 smaller products of a layer cost more than they save: a
-  quarter-width VGG-11 trained at 0.71x. Elsewhere, or without the kernels:
+  output pixels whose input under that tap lies inside the map (``taps``, one oneDNN call
+  each way: ``onednn.taps``): a direct convolution also multiplies the "SAME" padding, 56%
+  of its work on a 2x2 map and 31% on a 4x4 one under a 3x3 kernel. A layer's forward pass
+  and both gradients, oneDNN's convolution against tap by tap, 2-core AMD EPYC Zen 4: 58 ms
+  against 20.5 at 128x2x2x512, 136-140 against 116-138 at 128x4x4x512; VGG-16 32/128
+  training 1.12x (``benchmarks/results/onednn.md``). On 8x8 maps oneDNN's convolution is
+  faster; with fewer channels the smaller products of a layer cost more than they save (a
+  quarter-width VGG-11 trained at 0.71x). Elsewhere, or without the kernels:
 - tiny maps (2x2 or smaller; 4x4 or smaller under 5x5 and 7x7 kernels) as one matrix
   product over the gathered taps (im2col): XLA:CPU convolves them ~80x below its peak
   (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s; a 5x5 and a 7x7 kernel on 4x4 maps,
