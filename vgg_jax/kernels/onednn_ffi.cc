@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -187,6 +188,17 @@ void Run(Op op, const Plan& p, void* a, void* b, void* c, void* bias = nullptr) 
   stream.wait();
 }
 
+// Runs ``body``, turning oneDNN's exceptions into XLA's errors.
+template <typename Body>
+ffi::Error Guarded(Body&& body) {
+  try {
+    body();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
 // ``bias``: the bias buffer (forward) or its gradient's (kernel gradient), or null.
 ffi::Error Call(Op op, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                 std::vector<int64_t> dims, ffi::AnyBuffer* bias = nullptr,
@@ -194,16 +206,13 @@ ffi::Error Call(Op op, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyB
   if (!Supported(a.element_type()) || a.element_type() != b.element_type() ||
       !Supported(c->element_type()) || (bias && !Supported(bias->element_type())))
     return ffi::Error::InvalidArgument("vgg_jax oneDNN kernels take float32 or bfloat16");
-  try {
+  return Guarded([&] {
     Extras extras{bias ? static_cast<int>(DnnlType(bias->element_type())) : kNoBias, relu};
     auto plan = GetPlan(op, dims, DnnlType(a.element_type()), DnnlType(c->element_type()),
                         extras);
     Run(op, *plan, a.untyped_data(), b.untyped_data(), c->untyped_data(),
         bias ? bias->untyped_data() : nullptr);
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  });
 }
 
 std::vector<int64_t> Dims(ffi::AnyBuffer::Dimensions d) { return {d.begin(), d.end()}; }
@@ -333,34 +342,41 @@ void TapsKernelGradient(const char* x, const char* dy, float* dk, int64_t h, int
     }
 }
 
+// Whether the taps' operands have one dtype that oneDNN takes and their results are float32.
+bool TapsTypes(std::initializer_list<ffi::DataType> in,
+               std::initializer_list<ffi::DataType> out) {
+  for (auto t : in)
+    if (!Supported(t) || t != *in.begin()) return false;
+  for (auto t : out)
+    if (t != ffi::DataType::F32) return false;
+  return true;
+}
+
+const char kTapsTypes[] = "vgg_jax taps: float32 or bfloat16 in, float32 out";
+
 ffi::Error TapsForward(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> y) {
-  if (!Supported(x.element_type()) || x.element_type() != k.element_type() ||
-      y->element_type() != ffi::DataType::F32)
-    return ffi::Error::InvalidArgument("vgg_jax taps: float32 or bfloat16 in, float32 out");
+  if (!TapsTypes({x.element_type(), k.element_type()}, {y->element_type()}))
+    return ffi::Error::InvalidArgument(kTapsTypes);
   auto xd = Dims(x.dimensions()), kd = Dims(k.dimensions());
-  try {
+  return Guarded([&] {
     TapsConvolve(static_cast<const char*>(x.untyped_data()),
                  static_cast<const char*>(k.untyped_data()),
                  static_cast<float*>(y->untyped_data()), xd[0], xd[1], xd[2], xd[3], kd[3],
                  kd[0], kd[1], false, DnnlType(x.element_type()),
                  ffi::ByteWidth(x.element_type()));
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  });
 }
 
 // Both gradients in one call (see ConvBiasBackward): dy (H, W, N, O), x (H, W, N, C).
 ffi::Error TapsBackward(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer k,
                         ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dk) {
-  if (!Supported(x.element_type()) || x.element_type() != k.element_type() ||
-      dy.element_type() != x.element_type() || dx->element_type() != ffi::DataType::F32 ||
-      dk->element_type() != ffi::DataType::F32)
-    return ffi::Error::InvalidArgument("vgg_jax taps: float32 or bfloat16 in, float32 out");
+  if (!TapsTypes({x.element_type(), k.element_type(), dy.element_type()},
+                 {dx->element_type(), dk->element_type()}))
+    return ffi::Error::InvalidArgument(kTapsTypes);
   auto xd = Dims(x.dimensions()), kd = Dims(k.dimensions());
   auto in = DnnlType(x.element_type());
   size_t item = ffi::ByteWidth(x.element_type());
-  try {
+  return Guarded([&] {
     TapsConvolve(static_cast<const char*>(dy.untyped_data()),
                  static_cast<const char*>(k.untyped_data()),
                  static_cast<float*>(dx->untyped_data()), xd[0], xd[1], xd[2], kd[2], kd[3],
@@ -369,10 +385,7 @@ ffi::Error TapsBackward(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer k,
                        static_cast<const char*>(dy.untyped_data()),
                        static_cast<float*>(dk->untyped_data()), xd[0], xd[1], xd[2], xd[3],
                        kd[3], kd[0], kd[1], in, item);
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+  });
 }
 
 }  // namespace
