@@ -8,13 +8,18 @@ jit-compiled alone and timed (best of ``--repeats`` after a warm-up call): XLA's
 without oneDNN: ``lax.conv_general_dilated``, im2col on 2x2 maps, and their derivatives) and
 oneDNN's (``vgg_jax.onednn``'s FFI targets), with the kernel oneDNN picks for each. This is
 what ``onednn.gradient_by_xla`` rests on: where oneDNN's kernel-gradient primitive is its AVX2
-one, XLA's is faster (and so is XLA's input gradient of 4x4 maps). Prints a markdown table
-(CPU model and ISA first); ``--out DIR`` also writes ``DIR/onednn_ops.md``.
+one, XLA's is faster (and so is XLA's input gradient of 4x4 maps). ``--tensorflow`` adds
+TensorFlow's own three ops (``Conv2D``, ``Conv2DBackpropInput``, ``Conv2DBackpropFilter``: its
+bundled, newer oneDNN, which is what Keras runs on CPU), timed in a child process so that
+the two libraries' thread pools never meet. Prints a markdown table (CPU model and ISA
+first); ``--out DIR`` also writes ``DIR/onednn_ops.md``.
 """
 
 import argparse
+import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 
@@ -37,6 +42,55 @@ SHAPES = [(8, 224, 64, 64), (8, 112, 128, 128), (8, 56, 256, 256), (8, 28, 512, 
 SMOKE = [(2, 8, 8, 8), (2, 4, 16, 16)]
 
 
+def _operands(shape):
+    """x, kernel and output gradient of one (N, side, C, O) case, as numpy float32 arrays
+    (the same in every process)."""
+    n, h, c, o = shape
+    rng = np.random.default_rng(0)
+    return (rng.normal(size=(n, h, h, c)).astype(np.float32),
+            (rng.normal(size=(3, 3, c, o)) * 0.05).astype(np.float32),
+            rng.normal(size=(n, h, h, o)).astype(np.float32))
+
+
+def _tensorflow_child(shapes, repeats: int) -> None:
+    """Prints TensorFlow's version and {case: {op: [best ms, norm of the result]}}, as JSON."""
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")
+    out = {}
+    for shape in shapes:
+        n, h, c, o = shape
+        x, k, dy = (tf.constant(a) for a in _operands(shape))
+        one = [1, 1, 1, 1]
+        ops = {"forward": lambda: tf.nn.conv2d(x, k, 1, "SAME"),
+               "backward_data": lambda: tf.raw_ops.Conv2DBackpropInput(
+                   input_sizes=[n, h, h, c], filter=k, out_backprop=dy, strides=one,
+                   padding="SAME"),
+               "backward_weights": lambda: tf.raw_ops.Conv2DBackpropFilter(
+                   input=x, filter_sizes=[3, 3, c, o], out_backprop=dy, strides=one,
+                   padding="SAME")}
+        case = out[json.dumps(shape)] = {}
+        for op, fn in ops.items():
+            run = tf.function(fn)
+            result = run().numpy()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                run().numpy()
+                times.append(time.perf_counter() - start)
+            case[op] = [1e3 * min(times), float(np.linalg.norm(result))]
+    print(json.dumps({"version": tf.__version__, "cases": out}))
+
+
+def tensorflow_ms(shapes, repeats: int) -> tuple[str, dict]:
+    """TensorFlow's version and {(N, side, C, O): {op: (best ms, norm of the result)}},
+    measured in a child process."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--tensorflow-child",
+                           json.dumps(shapes), "--repeats", str(repeats)],
+                          capture_output=True, text=True, check=True)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return got["version"], {tuple(json.loads(key)): value for key, value in got["cases"].items()}
+
+
 def _xla(x, k):
     """The convolution as vgg_jax computes it without oneDNN (XLA's, im2col on 2x2 maps)."""
     algorithm = conv.choose(x.shape, k.shape, training=True, onednn=False)
@@ -53,13 +107,14 @@ def _best_ms(f, args, repeats: int) -> float:
     return 1e3 * min(times)
 
 
-def measure(shape, repeats: int) -> dict:
-    """{op: (XLA ms, oneDNN ms, oneDNN's kernel)} for one (N, side, C, O) 3x3 convolution."""
+def measure(shape, repeats: int, tensorflow: dict | None = None) -> dict:
+    """{op: (XLA ms, oneDNN ms, oneDNN's kernel)} for one (N, side, C, O) 3x3 convolution.
+
+    ``tensorflow``: this case's {op: (ms, norm)} from ``tensorflow_ms``, checked against
+    oneDNN's result here.
+    """
     n, h, c, o = shape
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(n, h, h, c)), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(3, 3, c, o)) * 0.05, jnp.float32)
-    dy = jnp.asarray(rng.normal(size=(n, h, h, o)), jnp.float32)
+    x, k, dy = (jnp.asarray(a) for a in _operands(shape))
     call = onednn._call  # noqa: SLF001  (the primitives one by one, not the custom_vjp)
     ops = {
         "forward": ((_xla, onednn.conv), (x, k)),
@@ -76,6 +131,9 @@ def measure(shape, repeats: int) -> dict:
         err = float(jnp.abs(got - want).max() / jnp.abs(want).max())
         if err > 1e-4:
             raise AssertionError(f"oneDNN's {op} differs from XLA's by {err:.1e} at {shape}")
+        norm = float(jnp.linalg.norm(got))
+        if tensorflow and abs(tensorflow[op][1] - norm) > 1e-4 * norm:
+            raise AssertionError(f"TensorFlow's {op} differs from oneDNN's at {shape}")
         out[op] = (_best_ms(jax.jit(xla_fn), args, repeats),
                    _best_ms(jax.jit(onednn_fn), args, repeats),
                    onednn.implementation((n, h, h, c), (3, 3, c, o), jnp.float32, op))
@@ -87,7 +145,13 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: checks the script")
     parser.add_argument("--out", help="folder to write onednn_ops.md into")
+    parser.add_argument("--tensorflow", action="store_true",
+                        help="add TensorFlow's ops (its bundled oneDNN, as Keras runs them)")
+    parser.add_argument("--tensorflow-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.tensorflow_child:
+        return _tensorflow_child([tuple(s) for s in json.loads(args.tensorflow_child)],
+                                 args.repeats)
     if not (onednn.available() and onednn.has_kernels(jnp.float32)):
         sys.exit("error: oneDNN's float32 kernels are unavailable here (see the log line).")
     command = "python benchmarks/onednn_ops.py " + " ".join(map(shlex.quote, sys.argv[1:]))
@@ -95,15 +159,27 @@ def main(argv=None) -> None:
              f"    {command.strip()}\n", f"Machine: {results_table.cpu_description()}. "
              f"float32, 3x3, best of {args.repeats} after a warm-up call; ms, and XLA's time "
              "over oneDNN's (above 1: oneDNN faster).\n",
-             "| N x side x C -> O | op | XLA ms | oneDNN ms | XLA / oneDNN | oneDNN kernel |",
-             "|---|---|---|---|---|---|"]
+             "| N x side x C -> O | op | XLA ms | oneDNN ms | XLA / oneDNN | oneDNN kernel |"
+             + (" TensorFlow ms | TensorFlow / oneDNN |" if args.tensorflow else ""),
+             "|---|---|---|---|---|---|" + ("---|---|" if args.tensorflow else "")]
+    shapes = SMOKE if args.smoke else SHAPES
+    tensorflow = {}
+    if args.tensorflow:
+        version, tensorflow = tensorflow_ms(shapes, args.repeats)
+        lines[2] = lines[2].rstrip("\n") + (f" TensorFlow {version}: its own ops (its bundled oneDNN), in a child "
+                     "process; TensorFlow's time over vgg_jax's oneDNN's (above 1: vgg_jax's "
+                     "faster).\n")
     print("\n".join(lines), flush=True)
-    for shape in SMOKE if args.smoke else SHAPES:
+    for shape in shapes:
         n, h, c, o = shape
-        for op, (xla_ms, onednn_ms, impl) in measure(shape, args.repeats).items():
+        tf_case = tensorflow.get(shape)
+        for op, (xla_ms, onednn_ms, impl) in measure(shape, args.repeats, tf_case).items():
             lines.append(f"| {n}x{h}x{h}x{c} -> {o} | {op} | {results_table.figure(xla_ms)} | "
                          f"{results_table.figure(onednn_ms)} | "
                          f"{xla_ms / onednn_ms:.2f}x | {impl} |")
+            if tf_case:
+                tf_ms = tf_case[op][0]
+                lines[-1] += f" {results_table.figure(tf_ms)} | {tf_ms / onednn_ms:.2f}x |"
             print(lines[-1], flush=True)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

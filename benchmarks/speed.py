@@ -39,6 +39,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 import results_table  # noqa: E402
 from frameworks import Case  # noqa: E402
 
+from vgg_jax import hugepages  # noqa: E402
+
 FRAMEWORKS = ("vgg_jax", "pytorch", "keras")
 NO_BF16 = ("not measured: this CPU has no bfloat16 arithmetic (no AVX-512 BF16, no AMX), so "
            "every framework converts to float32 and back, slower than float32 (PyTorch's "
@@ -98,8 +100,12 @@ def _worker(args) -> None:
 
 
 def _run_child(argv: list[str], timeout: float) -> tuple[list[dict], str]:
-    """Runs this script as a worker; returns its RESULT lines and, on failure, why."""
-    env = dict(os.environ)
+    """Runs this script as a worker; returns its RESULT lines and, on failure, why.
+
+    vgg_jax's worker gets the environment its commands restart with (huge pages,
+    ``vgg_jax.hugepages``); PyTorch's and Keras's run as installed.
+    """
+    env = hugepages.environment() if argv[:2] == ["--worker", "vgg_jax"] else dict(os.environ)
     try:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env,
                               capture_output=True, text=True, timeout=timeout)
@@ -190,9 +196,12 @@ def machine() -> str:
         except ImportError:
             pass
     flags = os.environ.get("XLA_FLAGS", "")
+    tunables = hugepages.environment().get("GLIBC_TUNABLES", "")
     return (f"{results_table.cpu_description()}, {memory:.0f} GiB; Python "
             f"{platform.python_version()}; {', '.join(versions)}"
-            + (f"; XLA_FLAGS={flags}" if flags else ""))
+            + (f"; XLA_FLAGS={flags}" if flags else "")
+            + (f"; vgg_jax's processes: GLIBC_TUNABLES={tunables} (transparent huge pages "
+               f"{hugepages.thp_mode()})" if tunables else ""))
 
 
 def _key(r: dict) -> tuple:

@@ -162,13 +162,16 @@ def test_step_profile_names_the_thunks(tmp_path):
 
 @pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not buildable here")
 def test_onednn_ops_benchmark_smoke(tmp_path):
-    """Each primitive (forward, input and kernel gradient) against XLA's, checked first."""
+    """Each primitive (forward, input and kernel gradient) against XLA's and TensorFlow's
+    (checked against oneDNN's result first)."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn_ops.py"),
-                           "--smoke", "--repeats", "1", "--out", str(tmp_path)],
+                           "--smoke", "--repeats", "1", "--tensorflow", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (tmp_path / "onednn_ops.md").read_text()
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
             if line.startswith("| 2x")]
     assert [r[1] for r in rows] == ["forward", "backward_data", "backward_weights"] * 2
-    assert all(float(r[2]) > 0 and float(r[3]) > 0 and r[4].endswith("x") and r[5] for r in rows)
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 and r[4].endswith("x") and r[5]
+               and float(r[6]) > 0 and r[7].endswith("x") for r in rows)
+    assert "TensorFlow 2." in md

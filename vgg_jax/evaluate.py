@@ -17,6 +17,10 @@ printed and written as JSON and CSV.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.hugepages)
+    from vgg_jax import hugepages
+    hugepages.restart()
+
 import csv
 import json
 import math

@@ -26,6 +26,10 @@ map over the photo and the map itself (``.npy``).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.hugepages)
+    from vgg_jax import hugepages
+    hugepages.restart()
+
 import contextlib
 import functools
 import os

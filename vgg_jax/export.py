@@ -27,6 +27,10 @@ everything goes to ``DIR.partial`` first, and an existing DIR is never replaced.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.hugepages)
+    from vgg_jax import hugepages
+    hugepages.restart()
+
 import dataclasses
 import json
 import os

@@ -8,6 +8,10 @@ values, a non-finite loss, a checkpoint that could not be written); 75 when stop
 SIGTERM after writing a checkpoint (rerun to resume).
 """
 
+if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.hugepages)
+    from vgg_jax import hugepages
+    hugepages.restart()
+
 import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
 from absl import flags
 from ml_collections import config_flags

@@ -11,6 +11,10 @@ with the package. A file that cannot be read as an image is reported and skipped
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.hugepages)
+    from vgg_jax import hugepages
+    hugepages.restart()
+
 import os
 import re
 import sys

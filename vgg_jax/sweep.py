@@ -20,6 +20,10 @@ Exit status as ``vgg_jax.main``: 0, 2 after ``error:``, 75 when stopped by SIGTE
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.hugepages)
+    from vgg_jax import hugepages
+    hugepages.restart()
+
 import csv
 import importlib.util
 import json
