@@ -3,12 +3,13 @@ with glibc's ``glibc.malloc.hugetlb=1`` tunable.
 
 XLA:CPU allocates a step's buffers afresh every step (VGG-16 224/8 training: ~860 MiB, fc6's
 411 MB weight gradient among them) and glibc maps each large one anew, so every step
-page-faults through all of it in 4 KiB pages (~200k faults). With the tunable, glibc asks the
-kernel for 2 MiB pages on those mappings (``madvise(MADV_HUGEPAGE)``, which the kernel's
-usual "madvise" THP mode honours): 512x fewer faults. VGG-16 224/8 float32, the speed
-suite's vgg_jax measurement in three processes each way taking turns (2-core AMD EPYC Zen 4,
-2026-12-03): training 1.73 -> 1.89 img/s (medians), inference unchanged (6.31 / 6.29), faults
-of the whole process 2.5M -> 0.1M (README, "On CPU").
+page-faults through all of it in 4 KiB pages: 220k faults a step. With the tunable, glibc
+asks the kernel for 2 MiB pages on those mappings (``madvise(MADV_HUGEPAGE)``, which the
+kernel's usual "madvise" THP mode honours): 900 faults a step. VGG-16 224/8 float32 on a
+2-core AMD EPYC Zen 4 (2026-12-03), the speed suite's vgg_jax measurement in 8 processes
+each way taking turns: training 1.74 -> 1.80 img/s (medians; faster in 7 of the 8 pairs),
+inference unchanged (6.35 / 6.30). TensorFlow's training step faults 5k times (it pools
+its buffers), PyTorch's 855k (README, "On CPU").
 
 glibc reads its tunables only when a process starts, hence the restart: ``restart()`` runs
 first in each command (``python -m vgg_jax.main`` etc.), before anything heavy is imported,
