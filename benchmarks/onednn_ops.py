@@ -21,7 +21,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import frameworks  # noqa: E402
 import results_table  # noqa: E402
 from vgg_jax import conv, onednn  # noqa: E402
 
@@ -71,13 +71,8 @@ def _tensorflow_child(shapes, repeats: int) -> None:
         case = out[json.dumps(shape)] = {}
         for op, fn in ops.items():
             run = tf.function(fn)
-            result = run().numpy()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run().numpy()
-                times.append(time.perf_counter() - start)
-            case[op] = [1e3 * min(times), float(np.linalg.norm(result))]
+            case[op] = [_best_ms(lambda: run().numpy(), repeats),
+                        float(np.linalg.norm(run().numpy()))]
     print(json.dumps({"version": tf.__version__, "cases": out}))
 
 
@@ -97,14 +92,9 @@ def _xla(x, k):
     return conv.convolve(x, k, algorithm, training=True)
 
 
-def _best_ms(f, args, repeats: int) -> float:
-    jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+def _best_ms(run, repeats: int) -> float:
+    """Best milliseconds of ``repeats`` calls of ``run`` (which blocks) after a warm-up call."""
+    return 1e3 * min(frameworks.step_times(run, repeats))
 
 
 def measure(shape, repeats: int, tensorflow: dict | None = None) -> dict:
@@ -134,8 +124,9 @@ def measure(shape, repeats: int, tensorflow: dict | None = None) -> dict:
         norm = float(jnp.linalg.norm(got))
         if tensorflow and abs(tensorflow[op][1] - norm) > 1e-4 * norm:
             raise AssertionError(f"TensorFlow's {op} differs from oneDNN's at {shape}")
-        out[op] = (_best_ms(jax.jit(xla_fn), args, repeats),
-                   _best_ms(jax.jit(onednn_fn), args, repeats),
+        out[op] = (_best_ms(lambda f=jax.jit(xla_fn): jax.block_until_ready(f(*args)), repeats),
+                   _best_ms(lambda f=jax.jit(onednn_fn): jax.block_until_ready(f(*args)),
+                            repeats),
                    onednn.implementation((n, h, h, c), (3, 3, c, o), jnp.float32, op))
     return out
 
@@ -166,9 +157,9 @@ def main(argv=None) -> None:
     tensorflow = {}
     if args.tensorflow:
         version, tensorflow = tensorflow_ms(shapes, args.repeats)
-        lines[2] = lines[2].rstrip("\n") + (f" TensorFlow {version}: its own ops (its bundled oneDNN), in a child "
-                     "process; TensorFlow's time over vgg_jax's oneDNN's (above 1: vgg_jax's "
-                     "faster).\n")
+        lines[2] = (lines[2].rstrip("\n") + f" TensorFlow {version}: its own ops (its bundled "
+                    "oneDNN), in a child process; TensorFlow's time over vgg_jax's oneDNN's "
+                    "(above 1: vgg_jax's faster).\n")
     print("\n".join(lines), flush=True)
     for shape in shapes:
         n, h, c, o = shape

@@ -50,8 +50,9 @@ def _glibc_has_tunable() -> bool:
 
 def active() -> bool:
     """Whether this process's large allocations get huge pages."""
-    return thp_mode() == "always" or (f"{TUNABLE}=1" in os.environ.get("GLIBC_TUNABLES", "")
-                                      and thp_mode() == "madvise")
+    mode = thp_mode()
+    return mode == "always" or (mode == "madvise"
+                                and f"{TUNABLE}=1" in os.environ.get("GLIBC_TUNABLES", ""))
 
 
 def environment(env: dict | None = None) -> dict:
