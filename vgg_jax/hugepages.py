@@ -8,7 +8,7 @@ asks the kernel for 2 MiB pages on those mappings (``madvise(MADV_HUGEPAGE)``, w
 kernel's usual "madvise" THP mode honours): 900 faults a step. VGG-16 224/8 float32 on a
 2-core AMD EPYC Zen 4 (2026-12-03), the speed suite's vgg_jax measurement in 8 processes
 each way taking turns: training 1.74 -> 1.80 img/s (medians; faster in 7 of the 8 pairs),
-inference unchanged (6.35 / 6.30). TensorFlow's training step faults 5k times (it pools
+inference unchanged (6.35 / 6.30). TensorFlow's training step faults 5k times (it reuses
 its buffers), PyTorch's 855k (README, "On CPU").
 
 glibc reads its tunables only when a process starts, hence the restart: ``restart()`` runs
