@@ -1,7 +1,8 @@
 """oneDNN's kernels against XLA's: whole training and inference steps, side by side.
 
     python benchmarks/onednn.py [--cases vgg16:224:8,vgg11:32:128:0.25] [--rounds 3]
-                                [--fc | --kernel-gradient | --input-gradient | --taps]
+                                [--fc | --kernel-gradient | --input-gradient | --taps |
+                                 --blocked]
 
 For each case (arch:image size:batch[:width]) and dtype (float32, bfloat16), the same
 jit-compiled SGD training step and inference step, built twice in one process: with
@@ -11,9 +12,11 @@ with oneDNN's convolutions, fc6-fc8 XLA's dots against oneDNN's; with ``--kernel
 everything oneDNN's but the convolutions' kernel gradients, oneDNN's against XLA's
 (``onednn.KERNEL_GRADIENT``); with ``--input-gradient`` the same for their input gradients
 (``onednn.INPUT_GRADIENT``), the kernel gradients as "auto" picks them; with ``--taps``, all
-"auto", small float32 maps by oneDNN's convolutions against tap by tap (``conv.TAPS``). Images/s are medians over
-``--rounds`` rounds of ``--steps`` steps, the two alternating. Prints the CPU model and its
-ISA extensions and oneDNN's kernel for a 3x3 layer; appends rows to
+"auto", small float32 maps by oneDNN's convolutions against tap by tap (``conv.TAPS``); with
+``--blocked``, all "auto", oneDNN's kernel gradients reading NHWC against the layout "auto"
+picks (``onednn.KERNEL_GRADIENT_LAYOUT``). Images/s are medians over ``--rounds`` rounds of
+``--steps`` steps, the two alternating (and taking turns to go first). Prints the CPU model
+and its ISA extensions and oneDNN's kernel for a 3x3 layer; appends rows to
 benchmarks/results/onednn.md.
 """
 
@@ -79,7 +82,8 @@ def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = Fal
         jax.block_until_ready(infer(variables))
     finally:
         conv.ONEDNN, conv.ONEDNN_FC, conv.TAPS = True, True, True
-        onednn.KERNEL_GRADIENT = onednn.INPUT_GRADIENT = "auto"
+        for name in gradients or {}:
+            setattr(onednn, name, "auto")
     return train, infer, state, variables
 
 
@@ -105,13 +109,19 @@ def main(argv=None) -> None:
                         help="Only the input gradients by oneDNN and by XLA (all else 'auto').")
     parser.add_argument("--taps", action="store_true",
                         help="Only small float32 maps by oneDNN's convolutions and tap by tap.")
+    parser.add_argument("--blocked", action="store_true",
+                        help="Only oneDNN's kernel gradients reading NHWC and as 'auto' picks.")
     parser.add_argument("--out", default=results_table.RESULTS, help="Folder of onednn.md.")
     args = parser.parse_args(argv)
-    gradient = ("KERNEL_GRADIENT" if args.kernel_gradient else
-                "INPUT_GRADIENT" if args.input_gradient else None)
-    if args.fc + args.kernel_gradient + args.input_gradient + args.taps > 1:
-        sys.exit("error: --fc, --kernel-gradient, --input-gradient and --taps compare "
-                 "different things; pass one.")
+    # The onednn setting compared: its value without and with, and the rows' label.
+    gradient, without, with_, label = (
+        ("KERNEL_GRADIENT", "onednn", "xla", " kernel grad by XLA") if args.kernel_gradient else
+        ("INPUT_GRADIENT", "onednn", "xla", " input grad by XLA") if args.input_gradient else
+        ("KERNEL_GRADIENT_LAYOUT", "nhwc", "auto", " kernel grad blocked") if args.blocked else
+        (None, None, None, ""))
+    if args.fc + args.kernel_gradient + args.input_gradient + args.taps + args.blocked > 1:
+        sys.exit("error: --fc, --kernel-gradient, --input-gradient, --taps and --blocked "
+                 "compare different things; pass one.")
     print(results_table.cpu_description(), flush=True)
     if not onednn.available():
         sys.exit("error: oneDNN kernels unavailable here (see the log line above).")
@@ -128,7 +138,7 @@ def main(argv=None) -> None:
                     built = build(arch, size, batch, width, dtype, True, taps=use)
                 elif gradient:
                     built = build(arch, size, batch, width, dtype, True,
-                                  gradients={gradient: "xla" if use else "onednn"})
+                                  gradients={gradient: with_ if use else without})
                 else:
                     built = build(arch, size, batch, width, dtype, use, args.fc)
                 train, infer, state, variables = built
@@ -140,7 +150,8 @@ def main(argv=None) -> None:
                 runs[use] = {"train": train_step, "infer": lambda infer=infer, v=variables: infer(v),
                              "times": {"train": [], "infer": []}}
             for r in range(args.rounds):
-                for use, run in runs.items():
+                for use in (False, True) if r % 2 == 0 else (True, False):  # no order bias
+                    run = runs[use]
                     for mode in ("train", "infer"):
                         run["times"][mode].append(timed(run[mode], args.steps))
             for mode in ("train", "infer"):
@@ -159,13 +170,15 @@ def main(argv=None) -> None:
                     "(--kernel-gradient); 'input grad' the same for input gradients, kernel "
                     "gradients as 'auto' picks them (--input-gradient); 'taps' compare small "
                     "float32 maps by oneDNN's convolutions and tap by tap (conv.taps), all else "
-                    "'auto' (--taps). Images/s: medians over rounds, the two alternating.",
+                    "'auto' (--taps); 'kernel grad blocked' oneDNN's kernel gradients reading "
+                    "NHWC ('without') and the layout onednn.blocked_kernel_gradient picks "
+                    "('with'), all else 'auto' (--blocked). Images/s: medians over rounds, the "
+                    "two alternating.",
                     ["net", "batch", "dtype", "step", "img/s without", "img/s with oneDNN",
                      "speed-up", "oneDNN kernel (3x3)"],
                     [f"{arch}/{width:g} {size}" if width != 1 else f"{arch} {size}", batch,
                      dname + (" fc only" if args.fc else "") + (" taps" if args.taps else "")
-                     + {"KERNEL_GRADIENT": " kernel grad by XLA",
-                        "INPUT_GRADIENT": " input grad by XLA", None: ""}[gradient],
+                     + label,
                      mode, f"{rate[False]:.2f}",
                      f"{rate[True]:.2f}", f"{rate[True] / rate[False]:.2f}x", impl],
                     directory=args.out)

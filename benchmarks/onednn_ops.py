@@ -8,7 +8,9 @@ jit-compiled alone and timed (best of ``--repeats`` after a warm-up call): XLA's
 without oneDNN: ``lax.conv_general_dilated``, im2col on 2x2 maps, and their derivatives) and
 oneDNN's (``vgg_jax.onednn``'s FFI targets), with the kernel oneDNN picks for each. This is
 what ``onednn.gradient_by_xla`` rests on: where oneDNN's kernel-gradient primitive is its AVX2
-one, XLA's is faster (and so is XLA's input gradient of 4x4 maps). ``--tensorflow`` adds
+one, XLA's is faster (and so is XLA's input gradient of 4x4 maps). The kernel gradient is
+timed twice, reading the activations as NHWC and in oneDNN's blocked layout (copies
+included): what ``onednn.blocked_kernel_gradient`` rests on. ``--tensorflow`` adds
 TensorFlow's own three ops (``Conv2D``, ``Conv2DBackpropInput``, ``Conv2DBackpropFilter``: its
 bundled, newer oneDNN, which is what Keras runs on CPU), timed in a child process so that
 the two libraries' thread pools never meet. Prints a markdown table (CPU model and ISA
@@ -98,7 +100,8 @@ def _best_ms(run, repeats: int) -> float:
 
 
 def measure(shape, repeats: int, tensorflow: dict | None = None) -> dict:
-    """{op: (XLA ms, oneDNN ms, oneDNN's kernel)} for one (N, side, C, O) 3x3 convolution.
+    """{op: (XLA ms, oneDNN ms, oneDNN's kernel, oneDNN ms in its blocked layout or None)}
+    for one (N, side, C, O) 3x3 convolution (the blocked layout: the kernel gradient only).
 
     ``tensorflow``: this case's {op: (ms, norm)} from ``tensorflow_ms``, checked against
     oneDNN's result here.
@@ -106,15 +109,23 @@ def measure(shape, repeats: int, tensorflow: dict | None = None) -> dict:
     n, h, c, o = shape
     x, k, dy = (jnp.asarray(a) for a in _operands(shape))
     call = onednn._call  # noqa: SLF001  (the primitives one by one, not the custom_vjp)
+
+    def kernel_gradient(blocked):
+        return lambda x, dy: call("vgg_onednn_conv_backward_weights", (k.shape, k.dtype), x, dy,
+                                  blocked=blocked)
+
     ops = {
         "forward": ((_xla, onednn.conv), (x, k)),
         "backward_data": ((lambda dy, k: jax.vjp(lambda x: _xla(x, k), x)[1](dy)[0],
                            lambda dy, k: call("vgg_onednn_conv_backward_data",
                                               (x.shape, x.dtype), dy, k)), (dy, k)),
         "backward_weights": ((lambda x, dy: jax.vjp(lambda k: _xla(x, k), k)[1](dy)[0],
-                              lambda x, dy: call("vgg_onednn_conv_backward_weights",
-                                                 (k.shape, k.dtype), x, dy)), (x, dy)),
+                              kernel_gradient(False)), (x, dy)),
     }
+
+    def timed(f, args):
+        return _best_ms(lambda: jax.block_until_ready(f(*args)), repeats)
+
     out = {}
     for op, ((xla_fn, onednn_fn), args) in ops.items():
         want, got = jax.jit(xla_fn)(*args), jax.jit(onednn_fn)(*args)
@@ -124,10 +135,15 @@ def measure(shape, repeats: int, tensorflow: dict | None = None) -> dict:
         norm = float(jnp.linalg.norm(got))
         if tensorflow and abs(tensorflow[op][1] - norm) > 1e-4 * norm:
             raise AssertionError(f"TensorFlow's {op} differs from oneDNN's at {shape}")
-        out[op] = (_best_ms(lambda f=jax.jit(xla_fn): jax.block_until_ready(f(*args)), repeats),
-                   _best_ms(lambda f=jax.jit(onednn_fn): jax.block_until_ready(f(*args)),
-                            repeats),
-                   onednn.implementation((n, h, h, c), (3, 3, c, o), jnp.float32, op))
+        blocked_ms = None
+        if op == "backward_weights":
+            blocked = jax.jit(kernel_gradient(True))
+            err = float(jnp.abs(blocked(*args) - got).max() / jnp.abs(got).max())
+            if err > 1e-4:
+                raise AssertionError(f"the blocked kernel gradient differs by {err:.1e}")
+            blocked_ms = timed(blocked, args)
+        out[op] = (timed(jax.jit(xla_fn), args), timed(jax.jit(onednn_fn), args),
+                   onednn.implementation((n, h, h, c), (3, 3, c, o), jnp.float32, op), blocked_ms)
     return out
 
 
@@ -150,9 +166,10 @@ def main(argv=None) -> None:
              f"    {command.strip()}\n", f"Machine: {results_table.cpu_description()}. "
              f"float32, 3x3, best of {args.repeats} after a warm-up call; ms, and XLA's time "
              "over oneDNN's (above 1: oneDNN faster).\n",
-             "| N x side x C -> O | op | XLA ms | oneDNN ms | XLA / oneDNN | oneDNN kernel |"
+             "| N x side x C -> O | op | XLA ms | oneDNN ms | XLA / oneDNN | oneDNN kernel | "
+             "oneDNN blocked ms | NHWC / blocked |"
              + (" TensorFlow ms | TensorFlow / oneDNN |" if args.tensorflow else ""),
-             "|---|---|---|---|---|---|" + ("---|---|" if args.tensorflow else "")]
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if args.tensorflow else "")]
     shapes = SMOKE if args.smoke else SHAPES
     tensorflow = {}
     if args.tensorflow:
@@ -164,10 +181,13 @@ def main(argv=None) -> None:
     for shape in shapes:
         n, h, c, o = shape
         tf_case = tensorflow.get(shape)
-        for op, (xla_ms, onednn_ms, impl) in measure(shape, args.repeats, tf_case).items():
+        for op, (xla_ms, onednn_ms, impl, blocked_ms) in measure(shape, args.repeats,
+                                                                  tf_case).items():
+            blocked = (f" {results_table.figure(blocked_ms)} | {onednn_ms / blocked_ms:.2f}x |"
+                       if blocked_ms else "  |  |")
             lines.append(f"| {n}x{h}x{h}x{c} -> {o} | {op} | {results_table.figure(xla_ms)} | "
                          f"{results_table.figure(onednn_ms)} | "
-                         f"{xla_ms / onednn_ms:.2f}x | {impl} |")
+                         f"{xla_ms / onednn_ms:.2f}x | {impl} |" + blocked)
             if tf_case:
                 tf_ms = tf_case[op][0]
                 lines[-1] += f" {results_table.figure(tf_ms)} | {tf_ms / onednn_ms:.2f}x |"

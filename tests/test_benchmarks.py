@@ -163,7 +163,8 @@ def test_step_profile_names_the_thunks(tmp_path):
 @pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not buildable here")
 def test_onednn_ops_benchmark_smoke(tmp_path):
     """Each primitive (forward, input and kernel gradient) against XLA's and TensorFlow's
-    (checked against oneDNN's result first)."""
+    (checked against oneDNN's result first), the kernel gradient also in oneDNN's blocked
+    layout."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "onednn_ops.py"),
                            "--smoke", "--repeats", "1", "--tensorflow", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
@@ -173,5 +174,7 @@ def test_onednn_ops_benchmark_smoke(tmp_path):
             if line.startswith("| 2x")]
     assert [r[1] for r in rows] == ["forward", "backward_data", "backward_weights"] * 2
     assert all(float(r[2]) > 0 and float(r[3]) > 0 and r[4].endswith("x") and r[5]
-               and float(r[6]) > 0 and r[7].endswith("x") for r in rows)
+               and float(r[8]) > 0 and r[9].endswith("x") for r in rows)
+    assert all((float(r[6]) > 0 and r[7].endswith("x")) if r[1] == "backward_weights"
+               else r[6] == r[7] == "" for r in rows)
     assert "TensorFlow 2." in md

@@ -200,6 +200,48 @@ def test_gradients_by_xla_where_onednn_has_only_its_avx2_kernels(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
 
 
+def test_kernel_gradients_of_large_maps_read_onednns_blocked_layout(monkeypatch):
+    """"auto" has oneDNN's kernel gradient read large 3x3 float32 maps with >= 128 channels
+    in its blocked layout where its kernel is ``jit:avx512_core`` (faster there); NHWC
+    elsewhere. The attribute reaches the call, and both layouts give the same gradients."""
+    impl = {"float32": "jit:avx512_core", "bfloat16": "jit_bf16:avx512_core_bf16"}
+    monkeypatch.setattr(onednn, "implementation",
+                        lambda x, k, dtype, op: impl[jnp.dtype(dtype).name])
+
+    def blocked(n, side, c, o, k=3, dtype=jnp.float32):
+        return onednn.blocked_kernel_gradient((n, side, side, c), (k, k, c, o), dtype)
+
+    assert blocked(8, 112, 128, 128) and blocked(8, 56, 256, 256) and blocked(8, 112, 64, 128)
+    assert blocked(2, 48, 128, 128)
+    assert not blocked(8, 28, 512, 512) and not blocked(8, 224, 64, 64)
+    assert not blocked(128, 32, 128, 128) and not blocked(8, 40, 256, 256)
+    assert not blocked(8, 56, 256, 256, k=1) and not blocked(8, 56, 256, 256, k=5)
+    assert not blocked(8, 56, 256, 256, dtype=jnp.bfloat16)
+    impl["float32"] = "jit:avx2"
+    assert not blocked(8, 56, 256, 256)
+    monkeypatch.setattr(onednn, "KERNEL_GRADIENT_LAYOUT", "blocked")
+    assert blocked(2, 4, 8, 8, k=1)
+    monkeypatch.setattr(onednn, "KERNEL_GRADIENT_LAYOUT", "nhwc")
+    assert not blocked(8, 56, 256, 256)
+    monkeypatch.undo()
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 12, 12, 32)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 32, 48)) * 0.1, jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(48,)), jnp.float32)
+    losses = (lambda x, k, b: (onednn.conv_bias(x, k, b, True) ** 2).sum(),
+              lambda x, k, b: (onednn.conv(x, k) ** 2).sum())
+    grads = {}
+    for layout in ("nhwc", "blocked"):
+        monkeypatch.setattr(onednn, "KERNEL_GRADIENT_LAYOUT", layout)
+        for i, loss in enumerate(losses):
+            jaxpr = str(jax.make_jaxpr(jax.grad(loss, (0, 1, 2)))(x, kernel, bias))
+            assert f"('blocked', {layout == 'blocked'})" in jaxpr
+            grads[layout, i] = jax.jit(jax.grad(loss, (0, 1, 2)))(x, kernel, bias)
+    for i in range(len(losses)):
+        for a, b in zip(grads["blocked", i], grads["nhwc", i]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("shape", [(8, 3136, 256), (3, 5, 7), (128, 512, 512)])
 def test_fully_connected_products_and_gradients_match_xla(shape, dtype):

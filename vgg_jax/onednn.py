@@ -94,7 +94,7 @@ def _load() -> Optional[ctypes.CDLL]:
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
     lib.VggConvImplementation.restype = ctypes.c_char_p
-    lib.VggConvImplementation.argtypes = [ctypes.c_int64] * 7 + [ctypes.c_int] * 3
+    lib.VggConvImplementation.argtypes = [ctypes.c_int64] * 7 + [ctypes.c_int] * 4
     return lib
 
 
@@ -107,16 +107,17 @@ OPS = ("forward", "backward_data", "backward_weights")
 
 
 def implementation(x_shape, kernel_shape, dtype=jnp.float32, op: str = "forward",
-                   bias: bool = False) -> str:
+                   bias: bool = False, blocked: bool = False) -> str:
     """The oneDNN kernel that ``op`` (one of ``OPS``) of a convolution of these shapes runs
-    (e.g. ``brgconv:avx512_core``), with a bias (and its gradient) if ``bias``."""
+    (e.g. ``brgconv:avx512_core``), with a bias (and its gradient) if ``bias``, reading the
+    activations in oneDNN's blocked layout if ``blocked`` (the kernel gradient only)."""
     lib = _load()
     if lib is None:
         return ""
     n, h, w, c = x_shape
     kh, kw, _, o = kernel_shape
     return lib.VggConvImplementation(n, h, w, c, kh, kw, o, int(jnp.dtype(dtype) == jnp.bfloat16),
-                                     OPS.index(op), int(bias)).decode()
+                                     OPS.index(op), int(bias), int(blocked)).decode()
 
 
 def has_kernels(dtype) -> bool:
@@ -179,6 +180,36 @@ def gradient_by_xla(op: str, x_shape, kernel_shape, dtype) -> bool:
     return op == "backward_weights" or min(x_shape[1:3]) <= XLA_INPUT_GRADIENT_MAP
 
 
+# How oneDNN's kernel gradient reads the activations: "auto" (``blocked_kernel_gradient``),
+# "blocked" or "nhwc"; read while tracing (benchmarks/onednn.py --blocked compares them).
+KERNEL_GRADIENT_LAYOUT = "auto"
+# Under "auto", the blocked layout for 3x3 float32 kernels on maps of at least this many
+# pixels with at least this many channels in or out.
+BLOCKED_MIN_PIXELS = 48 * 48
+BLOCKED_MIN_CHANNELS = 128
+
+
+def blocked_kernel_gradient(x_shape, kernel_shape, dtype) -> bool:
+    """Whether oneDNN's kernel gradient of this convolution reads its input and output
+    gradient in oneDNN's blocked layout (nChw16c: copied there first) rather than as NHWC.
+
+    Under "auto": for 3x3 float32 kernels on large maps (``BLOCKED_MIN_PIXELS``, with
+    ``BLOCKED_MIN_CHANNELS`` in or out) where the kernel is ``jit:avx512_core``, whose NHWC
+    version runs there at 130-160 GFLOP/s of a 214 peak. On a 2-core AMD EPYC Zen 4, copies
+    included: 8x112x112 128->128 220 -> 176 ms, 8x56x56 256->256 187 -> 157, 8x112x112
+    64->128 99 -> 87, 48x48 1.20x; no gain on 28x28 and smaller maps, with 64 channels, for
+    bfloat16 (``jit_bf16``), or for 1x1, 5x5 and 7x7 kernels (0.77-1.10x).
+    """
+    if KERNEL_GRADIENT_LAYOUT != "auto":
+        return KERNEL_GRADIENT_LAYOUT == "blocked"
+    _, h, w, c = x_shape
+    kh, kw, _, o = kernel_shape
+    return (jnp.dtype(dtype) == jnp.float32 and (kh, kw) == (3, 3)
+            and h * w >= BLOCKED_MIN_PIXELS and max(c, o) >= BLOCKED_MIN_CHANNELS
+            and implementation(x_shape, kernel_shape, dtype, "backward_weights")
+            == "jit:avx512_core")
+
+
 def _xla_gradient(wrt: int, x: Array, kernel: Array, dy: Array) -> Array:
     """XLA's gradient of the convolution with respect to ``x`` (``wrt`` 0) or ``kernel`` (1).
 
@@ -230,7 +261,8 @@ def _conv_bwd(residuals, dy):
     dx = (_xla_gradient(0, x, kernel, dy) if by_xla("backward_data") else
           _call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel))
     dk = (_xla_gradient(1, x, kernel, dy) if by_xla("backward_weights") else
-          _call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy))
+          _call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy,
+                blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype)))
     return dx, dk
 
 
@@ -276,7 +308,8 @@ def _conv_bias_bwd(relu, residuals, dy):
                               [(shape(x, onednn_data), x.dtype),
                                (shape(kernel, onednn_weights), kernel.dtype),
                                (shape(bias, onednn_weights), bias.dtype)],
-                              dy, x, kernel, data=onednn_data, weights=onednn_weights)
+                              dy, x, kernel, data=onednn_data, weights=onednn_weights,
+                              blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype))
     if data_by_xla:
         dx = _xla_gradient(0, x, kernel, dy)
     if weights_by_xla:

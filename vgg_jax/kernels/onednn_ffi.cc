@@ -53,14 +53,16 @@ struct Plan {
 };
 
 // What a convolution adds to the plain product: a bias of this dtype (kNoBias: none),
-// and ReLU after it (forward only).
+// ReLU after it (forward only), and whether the kernel gradient reads its activations in
+// oneDNN's blocked layout (copied there first) rather than as NHWC.
 constexpr int kNoBias = -1;
 struct Extras {
   int bias = kNoBias;
   bool relu = false;
+  bool blocked = false;
 };
 
-using Key = std::tuple<int, std::vector<int64_t>, int, int, int, bool>;
+using Key = std::tuple<int, std::vector<int64_t>, int, int, int, bool, bool>;
 std::mutex cache_mutex;
 std::map<Key, std::shared_ptr<Plan>> cache;
 
@@ -100,6 +102,10 @@ std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::dat
   auto wei_any = memory::desc({o, c, kh, kw}, in, tag::any);
   auto wei_user = memory::desc({o, c, kh, kw}, in, tag::hwio);
   auto dst = memory::desc({n, o, h, w}, in, tag::nhwc);
+  // The activations as the primitive reads them: NHWC, or the layout it prefers.
+  auto layout = extras.blocked && op == kConvBackwardWeights ? tag::any : tag::nhwc;
+  auto src_read = memory::desc({n, c, h, w}, in, layout);
+  auto dst_read = memory::desc({n, o, h, w}, in, layout);
   if (extras.bias != kNoBias)
     plan->bias = memory::desc({o}, static_cast<memory::data_type>(extras.bias), tag::a);
   dnnl::primitive_attr fwd_attr = op == kConvForward ? attr : dnnl::primitive_attr();
@@ -107,8 +113,8 @@ std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::dat
   auto fwd = dnnl::convolution_forward::primitive_desc(
       eng, op == kConvForward ? dnnl::prop_kind::forward_inference
                               : dnnl::prop_kind::forward_training,
-      dnnl::algorithm::convolution_direct, src, wei_any, plan->bias,
-      memory::desc({n, o, h, w}, op == kConvForward ? out : in, tag::nhwc), strides,
+      dnnl::algorithm::convolution_direct, src_read, wei_any, plan->bias,
+      memory::desc({n, o, h, w}, op == kConvForward ? out : in, layout), strides,
       pad_h_w, pad_h_w, fwd_attr);
   if (op == kConvForward) {
     plan->a_user = plan->a = src;
@@ -131,12 +137,14 @@ std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::dat
     plan->impl = pd.impl_info_str();
   } else {  // a = x, b = dy, c = d kernel
     auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        eng, dnnl::algorithm::convolution_direct, src,
-        memory::desc({o, c, kh, kw}, out, tag::any), plan->bias, dst, strides, pad_h_w, pad_h_w,
-        fwd, attr);
+        eng, dnnl::algorithm::convolution_direct, src_read,
+        memory::desc({o, c, kh, kw}, out, tag::any), plan->bias, dst_read, strides, pad_h_w,
+        pad_h_w, fwd, attr);
     plan->scratchpad = pd.scratchpad_desc();
-    plan->a_user = plan->a = src;
-    plan->b_user = plan->b = dst;
+    plan->a_user = src;
+    plan->a = pd.src_desc();
+    plan->b_user = dst;
+    plan->b = pd.diff_dst_desc();
     plan->c = pd.diff_weights_desc();
     plan->c_user = memory::desc({o, c, kh, kw}, out, tag::hwio);
     plan->primitive = dnnl::convolution_backward_weights(pd);
@@ -147,7 +155,8 @@ std::shared_ptr<Plan> MakePlan(Op op, const std::vector<int64_t>& d, memory::dat
 
 std::shared_ptr<Plan> GetPlan(Op op, const std::vector<int64_t>& dims, memory::data_type in,
                               memory::data_type out, Extras extras = {}) {
-  Key key{op, dims, static_cast<int>(in), static_cast<int>(out), extras.bias, extras.relu};
+  Key key{op, dims, static_cast<int>(in), static_cast<int>(out), extras.bias, extras.relu,
+          extras.blocked};
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -162,10 +171,11 @@ void Run(Op op, const Plan& p, void* a, void* b, void* c, void* bias = nullptr) 
   auto& eng = Engine();
   dnnl::stream stream(eng);
   memory a_mem(p.a_user, eng, a), b_mem(p.b_user, eng, b), c_user(p.c_user, eng, c);
-  if (p.b != p.b_user) {
-    memory blocked(p.b, eng);
-    dnnl::reorder(b_mem, blocked).execute(stream, b_mem, blocked);
-    b_mem = blocked;
+  for (auto [mem, want] : {std::pair{&a_mem, &p.a}, std::pair{&b_mem, &p.b}}) {
+    if (*want == mem->get_desc()) continue;
+    memory blocked(*want, eng);
+    dnnl::reorder(*mem, blocked).execute(stream, *mem, blocked);
+    *mem = blocked;
   }
   memory c_mem = p.c != p.c_user ? memory(p.c, eng) : c_user;
   int a_arg, b_arg, c_arg;
@@ -202,12 +212,13 @@ ffi::Error Guarded(Body&& body) {
 // ``bias``: the bias buffer (forward) or its gradient's (kernel gradient), or null.
 ffi::Error Call(Op op, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                 std::vector<int64_t> dims, ffi::AnyBuffer* bias = nullptr,
-                bool relu = false) {
+                bool relu = false, bool blocked = false) {
   if (!Supported(a.element_type()) || a.element_type() != b.element_type() ||
       !Supported(c->element_type()) || (bias && !Supported(bias->element_type())))
     return ffi::Error::InvalidArgument("vgg_jax oneDNN kernels take float32 or bfloat16");
   return Guarded([&] {
-    Extras extras{bias ? static_cast<int>(DnnlType(bias->element_type())) : kNoBias, relu};
+    Extras extras{bias ? static_cast<int>(DnnlType(bias->element_type())) : kNoBias, relu,
+                  blocked};
     auto plan = GetPlan(op, dims, DnnlType(a.element_type()), DnnlType(c->element_type()),
                         extras);
     Run(op, *plan, a.untyped_data(), b.untyped_data(), c->untyped_data(),
@@ -235,18 +246,21 @@ ffi::Error ConvBackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer k, ffi::Result<ffi
 }
 
 ffi::Error ConvBackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy,
-                               ffi::Result<ffi::AnyBuffer> dk) {
+                               ffi::Result<ffi::AnyBuffer> dk, bool blocked) {
   auto xd = Dims(x.dimensions()), kd = Dims(dk->dimensions());
-  return Call(kConvBackwardWeights, x, dy, dk, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]});
+  return Call(kConvBackwardWeights, x, dy, dk, {xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]},
+              nullptr, false, blocked);
 }
 
 // The whole backward pass of conv_bias in one call, so that XLA never runs two of its
 // primitives at once (each uses every core; together they thrash): the input gradient
 // unless ``data`` is false (nothing needs it: the images), then the kernel and bias
-// gradients unless ``weights`` is false (the parameters are not differentiated).
+// gradients unless ``weights`` is false (the parameters are not differentiated), reading
+// the activations in oneDNN's blocked layout if ``blocked``.
 ffi::Error ConvBiasBackward(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer k,
                             ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dk,
-                            ffi::Result<ffi::AnyBuffer> dbias, bool data, bool weights) {
+                            ffi::Result<ffi::AnyBuffer> dbias, bool data, bool weights,
+                            bool blocked) {
   auto xd = Dims(x.dimensions()), kd = Dims(k.dimensions());
   std::vector<int64_t> dims{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3]};
   if (data) {
@@ -255,7 +269,7 @@ ffi::Error ConvBiasBackward(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer 
   }
   if (!weights) return ffi::Error::Success();
   ffi::AnyBuffer db = *dbias;
-  return Call(kConvBackwardWeights, x, dy, dk, dims, &db);
+  return Call(kConvBackwardWeights, x, dy, dk, dims, &db, false, blocked);
 }
 
 // c = op(a) @ op(b), op transposing a (stored K x M) or b (stored N x K) where asked.
@@ -400,7 +414,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBiasForward, ConvBiasForward,
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<bool>("relu"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardData, ConvBackwardData, VGG_BINARY);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeights, ConvBackwardWeights, VGG_BINARY);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBackwardWeights, ConvBackwardWeights,
+                              VGG_BINARY.Attr<bool>("blocked"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBiasBackward, ConvBiasBackward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
@@ -410,7 +425,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VggConvBiasBackward, ConvBiasBackward,
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<bool>("data")
-                                  .Attr<bool>("weights"));
+                                  .Attr<bool>("weights")
+                                  .Attr<bool>("blocked"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VggMatmul, Matmul,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()
@@ -429,14 +445,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VggTapsBackward, TapsBackward,
                                   .Ret<ffi::AnyBuffer>());
 
 // The kernel oneDNN picked for a convolution (empty if it cannot make one): for logs and tests.
-// op: 0 forward, 1 input gradient, 2 kernel gradient; bias: with the bias (and its gradient).
+// op: 0 forward, 1 input gradient, 2 kernel gradient; bias: with the bias (and its gradient);
+// blocked: the kernel gradient reading oneDNN's blocked layout.
 extern "C" const char* VggConvImplementation(int64_t n, int64_t h, int64_t w, int64_t c,
                                              int64_t kh, int64_t kw, int64_t o, int bf16,
-                                             int op, int bias) {
+                                             int op, int bias, int blocked) {
   static thread_local std::string impl;
   try {
     auto t = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
-    Extras extras{bias && op != kConvBackwardData ? static_cast<int>(t) : kNoBias, false};
+    Extras extras{bias && op != kConvBackwardData ? static_cast<int>(t) : kNoBias, false,
+                  blocked != 0};
     impl = GetPlan(static_cast<Op>(op), {n, h, w, c, kh, kw, o}, t, t, extras)->impl;
   } catch (const dnnl::error&) {
     impl.clear();
