@@ -31,8 +31,10 @@ def setup_logging() -> None:
 
 def fail(*problems: str) -> None:
     """Prints one ``error:`` line per problem and exits with status 2."""
-    for problem in problems:
-        print(f"error: {' '.join(str(problem).split())}", file=sys.stderr)
+    # One write for all lines: print() writes a line and its newline separately, and a
+    # background thread (orbax's, a failed save's) logging in between could split them.
+    sys.stderr.write("".join(f"error: {' '.join(str(p).split())}\n" for p in problems))
+    sys.stderr.flush()
     leave(USAGE_EXIT_CODE)
 
 
