@@ -231,9 +231,8 @@ void Run(Op op, const Plan& p, void* a, void* b, void* c, void* bias = nullptr) 
       a_arg = DNNL_ARG_SRC; b_arg = DNNL_ARG_DIFF_DST; c_arg = DNNL_ARG_DIFF_WEIGHTS; break;
     default: a_arg = DNNL_ARG_SRC; b_arg = DNNL_ARG_WEIGHTS; c_arg = DNNL_ARG_DST;
   }
-  memory scratchpad = copy(p.scratchpad);
-  std::unordered_map<int, memory> args{{a_arg, a_mem}, {b_arg, b_mem}, {c_arg, c_mem},
-                                       {DNNL_ARG_SCRATCHPAD, scratchpad}};
+  std::unordered_map<int, memory> args{{a_arg, a_mem}, {b_arg, b_mem}, {c_arg, c_mem}};
+  if (p.scratchpad.get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, copy(p.scratchpad));
   if (bias != nullptr)
     args.emplace(op == kConvForward ? DNNL_ARG_BIAS : DNNL_ARG_DIFF_BIAS,
                  memory(p.bias, eng, bias));
