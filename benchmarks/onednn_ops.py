@@ -108,7 +108,7 @@ def measure(shape, repeats: int, tensorflow: dict | None = None) -> dict:
     """
     n, h, c, o = shape
     x, k, dy = (jnp.asarray(a) for a in _operands(shape))
-    call = onednn._call  # noqa: SLF001  (the primitives one by one, not the custom_vjp)
+    call = onednn.call  # the primitives one by one, not the custom_vjp
 
     def kernel_gradient(blocked):
         return lambda x, dy: call("vgg_onednn_conv_backward_weights", (k.shape, k.dtype), x, dy,

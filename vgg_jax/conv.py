@@ -42,12 +42,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vgg_jax import winograd
+
 Array = Any
 
 SMALL_MAP = 2  # maps this small (or smaller) are convolved as one matrix product
 LARGE_KERNEL_MAP = 4  # ... and so are maps this small under kernels larger than 3x3
-WINOGRAD_MAPS = (28, 56)  # smallest and largest map side that Winograd takes on CPU
+# Without the C++ kernels: the smallest and largest map side that Winograd (all XLA's) takes
+# on CPU, for inference, and its fewest input channels.
+WINOGRAD_MAPS = (28, 56)
 WINOGRAD_MIN_CHANNELS = 256
+# Whether "auto" may pick Winograd with its C++ transforms where oneDNN's kernels are built
+# (float32 3x3 layers, even maps): with at least this many channels in and out, in training
+# on every map ``taps`` does not take, in inference on maps at least this large a side.
+WINOGRAD = True
+WINOGRAD_CPU_MIN_CHANNELS = 128
+WINOGRAD_CPU_MIN_INFERENCE_MAP = 28
 ALGORITHMS = ("auto", "xla", "im2col", "winograd", "onednn", "taps")
 # Whether "auto" may pick oneDNN (where built): False gives the rules without it, e.g. for a
 # benchmark's baseline or a bit-for-bit comparison with runs made before it existed.
@@ -65,10 +75,7 @@ TAPS_MIN_CHANNELS = 256
 ONEDNN_FC = True
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
-# F(2, 3): y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and 3x3 kernel g.
-_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
-_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
-_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
+
 
 
 def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = False,
@@ -88,6 +95,10 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
         if (TAPS and max(h, w) <= TAPS_MAP and jnp.dtype(dtype) == jnp.float32
                 and min(c, kernel_shape[-1]) >= TAPS_MIN_CHANNELS and "avx512" in kernel):
             return "taps"
+        if (WINOGRAD and winograd.supports(x_shape, kernel_shape, dtype)
+                and min(c, kernel_shape[-1]) >= WINOGRAD_CPU_MIN_CHANNELS
+                and (training or min(h, w) >= WINOGRAD_CPU_MIN_INFERENCE_MAP)):
+            return "winograd"
         return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
         return "im2col"
@@ -180,7 +191,9 @@ def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = 
     if algorithm == "im2col":
         return _im2col(x, kernel)
     if algorithm == "winograd":
-        return winograd(x, kernel)
+        if _winograd_cpu(x, kernel):
+            return winograd.conv_bias(x, kernel, jnp.zeros(kernel.shape[-1], x.dtype))
+        return winograd.xla_conv(x, kernel)
     if algorithm == "taps":
         return taps(x, kernel)
     from vgg_jax import onednn
@@ -199,8 +212,17 @@ def convolve_bias(x: Array, kernel: Array, bias: Array, relu: bool = False,
     if algorithm == "onednn":
         from vgg_jax import onednn
         return onednn.conv_bias(x, kernel, bias, relu)
+    if algorithm == "winograd" and _winograd_cpu(x, kernel, bias):
+        return winograd.conv_bias(x, kernel, bias, relu)
     y = convolve(x, kernel, algorithm, training) + bias
     return jax.nn.relu(y) if relu else y
+
+
+def _winograd_cpu(x: Array, kernel: Array, bias: Array | None = None) -> bool:
+    """Whether Winograd runs with its C++ transforms here (else every step is XLA's)."""
+    dtypes = {x.dtype, kernel.dtype} | ({bias.dtype} if bias is not None else set())
+    return (dtypes == {jnp.dtype(jnp.float32)} and winograd.supports(x.shape, kernel.shape, x.dtype)
+            and jax.default_backend() == "cpu" and winograd.available())
 
 
 def _im2col(x: Array, kernel: Array) -> Array:
@@ -240,44 +262,3 @@ def taps(x: Array, kernel: Array) -> Array:
                            ((0, 0), (y0, h - y1), (x0, w - x1), (0, 0)))
             total = part if total is None else total + part
     return total.astype(x.dtype)
-
-
-def _winograd_forward(x: Array, kernel: Array) -> Array:
-    n, h, w, c = x.shape
-    th, tw = -(-h // 2), -(-w // 2)  # 2x2 output tiles, each from a 4x4 input tile
-    xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
-    # Each transform is one broadcast sum of strided slices: XLA fuses it into one loop.
-    tiles = sum(jnp.asarray(np.outer(_BT[:, i], _BT[:, j]).reshape(4, 4, 1, 1, 1, 1), x.dtype)
-                * xp[None, None, :, i:i + 2 * th - 1:2, j:j + 2 * tw - 1:2, :]
-                for i in range(4) for j in range(4))
-    g = jnp.asarray(_G, kernel.dtype)
-    u = jnp.einsum("pi,ijck,qj->pqck", g, kernel, g).reshape(16, c, kernel.shape[-1])
-    m = jnp.einsum("spc,sck->spk", tiles.reshape(16, -1, c), u)
-    m = m.reshape(4, 4, n, th, tw, kernel.shape[-1])
-    y = sum(jnp.asarray(np.outer(_AT[:, p], _AT[:, q]).reshape(1, 1, 2, 1, 2, 1), m.dtype)
-            * m[p, q][:, :, None, :, None, :] for p in range(4) for q in range(4))
-    return y.reshape(n, 2 * th, 2 * tw, -1)[:, :h, :w]
-
-
-@jax.custom_vjp
-def winograd(x: Array, kernel: Array) -> Array:
-    """3x3 stride-1 "SAME" convolution by Winograd F(2x2, 3x3), NHWC / HWIO.
-
-    The input gradient is itself a Winograd convolution (of the output gradient with the
-    flipped, transposed kernel); the kernel gradient is XLA's.
-    """
-    return _winograd_forward(x, kernel)
-
-
-def _winograd_fwd(x, kernel):
-    return _winograd_forward(x, kernel), (x, kernel)
-
-
-def _winograd_bwd(residuals, dy):
-    x, kernel = residuals
-    dx = _winograd_forward(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
-    _, kernel_vjp = jax.vjp(lambda k: convolve(x, k, "xla"), kernel)
-    return dx, kernel_vjp(dy)[0]
-
-
-winograd.defvjp(_winograd_fwd, _winograd_bwd)

@@ -44,7 +44,12 @@ TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
            "vgg_onednn_conv_bias_backward": "VggConvBiasBackward",
            "vgg_onednn_matmul": "VggMatmul",
            "vgg_onednn_taps_forward": "VggTapsForward",
-           "vgg_onednn_taps_backward": "VggTapsBackward"}
+           "vgg_onednn_taps_backward": "VggTapsBackward",
+           # Winograd's tile transforms (kernels/winograd.cc: vgg_jax.winograd), built alongside
+           "vgg_winograd_input": "VggWinogradInput",
+           "vgg_winograd_output": "VggWinogradOutput",
+           "vgg_winograd_output_gradient": "VggWinogradOutputGradient",
+           "vgg_winograd_input_gradient": "VggWinogradInputGradient"}
 _DTYPES = (jnp.float32, jnp.bfloat16)
 
 
@@ -226,8 +231,8 @@ def _xla_gradient(wrt: int, x: Array, kernel: Array, dy: Array) -> Array:
     return jax.vjp(conv_xla, x, kernel)[1](dy)[wrt]
 
 
-def _call(target: str, results, *operands: Array, **attributes):
-    """``results``: a (shape, dtype) pair, or a list of them for several results."""
+def call(target: str, results, *operands: Array, **attributes):
+    """One of the library's ``TARGETS`` on ``operands``, as an XLA custom call. ``results``: a (shape, dtype) pair, or a list of them for several results."""
     if _load() is None:
         raise RuntimeError("oneDNN kernels unavailable (see the log); check available() first")
     for dtype in {jnp.dtype(a.dtype) for a in operands}:
@@ -245,7 +250,7 @@ def _call(target: str, results, *operands: Array, **attributes):
 @jax.custom_vjp
 def conv(x: Array, kernel: Array) -> Array:
     """Stride-1 "SAME" convolution, NHWC x HWIO -> NHWC, by oneDNN (odd kernel sizes)."""
-    return _call("vgg_onednn_conv_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
+    return call("vgg_onednn_conv_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
                  x, kernel)
 
 
@@ -259,9 +264,9 @@ def _conv_bwd(residuals, dy):
     by_xla = functools.partial(gradient_by_xla, x_shape=x.shape, kernel_shape=kernel.shape,
                                dtype=x.dtype)
     dx = (_xla_gradient(0, x, kernel, dy) if by_xla("backward_data") else
-          _call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel))
+          call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel))
     dk = (_xla_gradient(1, x, kernel, dy) if by_xla("backward_weights") else
-          _call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy,
+          call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy,
                 blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype)))
     return dx, dk
 
@@ -278,7 +283,7 @@ def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False) -> Array
     (only if they are: not for a saliency map); XLA never makes a pass over the activation
     for the bias or the ReLU.
     """
-    return _call("vgg_onednn_conv_bias_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
+    return call("vgg_onednn_conv_bias_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
                  x, kernel, bias, relu=bool(relu))
 
 
@@ -304,7 +309,7 @@ def _conv_bias_bwd(relu, residuals, dy):
     shape = lambda a, wanted: a.shape if wanted else (1,)  # noqa: E731  (1,): not computed
     dx = dk = dbias = None
     if onednn_data or onednn_weights:
-        dx, dk, dbias = _call("vgg_onednn_conv_bias_backward",
+        dx, dk, dbias = call("vgg_onednn_conv_bias_backward",
                               [(shape(x, onednn_data), x.dtype),
                                (shape(kernel, onednn_weights), kernel.dtype),
                                (shape(bias, onednn_weights), bias.dtype)],
@@ -327,7 +332,7 @@ def matmul(a: Array, b: Array, transpose_a: bool = False, transpose_b: bool = Fa
     a copy."""
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
-    return _call("vgg_onednn_matmul", ((m, n), a.dtype), a, b, transpose_a=bool(transpose_a),
+    return call("vgg_onednn_matmul", ((m, n), a.dtype), a, b, transpose_a=bool(transpose_a),
                  transpose_b=bool(transpose_b))
 
 
@@ -379,14 +384,14 @@ def taps(x: Array, kernel: Array) -> Array:
 
 def _taps_fwd(x, kernel):
     x = _hwnc(x)
-    y = _call("vgg_onednn_taps_forward", ((*x.shape[:3], kernel.shape[-1]), jnp.float32),
+    y = call("vgg_onednn_taps_forward", ((*x.shape[:3], kernel.shape[-1]), jnp.float32),
               x, kernel)
     return _nhwc(y).astype(x.dtype), (x, kernel)
 
 
 def _taps_bwd(residuals, dy):
     x, kernel = residuals
-    dx, dk = _call("vgg_onednn_taps_backward", [(x.shape, jnp.float32),
+    dx, dk = call("vgg_onednn_taps_backward", [(x.shape, jnp.float32),
                                                  (kernel.shape, jnp.float32)],
                    _hwnc(dy.astype(x.dtype)), x, kernel)
     return _nhwc(dx).astype(x.dtype), dk.astype(kernel.dtype)
