@@ -37,10 +37,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from speed import machine  # noqa: E402
 
-from vgg_jax import conv, models, onednn  # noqa: E402
+from vgg_jax import conv, models, onednn, winograd  # noqa: E402
 
 METHODS = (("xla", "XLA"), ("onednn", "oneDNN"), ("torch", "PyTorch"),
-           ("winograd", "Winograd F(2,3), JAX"))
+           ("winograd", "Winograd F(2,3), JAX"),
+           ("winograd_cpu", "Winograd F(2,3), C++ transforms"))
 
 def direct(x, w):
     """XLA's convolution (im2col on the tiny maps where vgg_jax uses it without oneDNN)."""
@@ -117,8 +118,13 @@ def measure(arch: str, size: int, batch: int, width: float, repeats: int) -> lis
                 _check(onednn.conv, x, w, name)
                 t["onednn"] = time_jax(onednn.conv, x, w, first, repeats)
             if kernel == 3 and not first:  # 3 input channels: nothing to gain
-                _check(conv.winograd, x, w, name)
-                t["winograd"] = time_jax(conv.winograd, x, w, first, repeats)
+                _check(winograd.xla_conv, x, w, name)
+                t["winograd"] = time_jax(winograd.xla_conv, x, w, first, repeats)
+            if (kernel == 3 and not first and winograd.available()
+                    and winograd.supports(x.shape, w.shape, x.dtype)):
+                cpu = lambda x, w: winograd.conv_bias(x, w, jnp.zeros(w.shape[-1]))  # noqa: E731
+                _check(cpu, x, w, name)
+                t["winograd_cpu"] = time_jax(cpu, x, w, first, repeats)
             cache[key] = t
             print(f"[layers] {name} {side}x{side} {cin}->{cout}: " + ", ".join(
                 f"{m} {s[0] * 1e3:.1f}/{s[1] * 1e3:.1f} ms" for m, s in t.items()
@@ -160,19 +166,23 @@ def report(rows, peak: float, step_s: float, args, command: str) -> str:
              "input and kernel gradients, 3x the forward FLOPs; conv1_1 2x, no input "
              "gradient).\n",
              "| layer | map | in -> out | vgg_jax uses (infer / train) | "
-             + " | ".join(f"{label.split(' ')[0]} {w}" for _, label in METHODS
-                          for w in ("fwd", "train")) + " |", "|---" * 12 + "|"]
+             + " | ".join(f"{m} {w}" for m, _ in METHODS for w in ("fwd", "train")) + " |",
+             "|---" * (4 + 2 * len(METHODS)) + "|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['side']} | {r['cin']} -> {r['cout']} | {' / '.join(r['uses'])} | "
                      + " | ".join(cell(r, m, w) for m, _ in METHODS
                                   for w in ("fwd", "train")) + " |")
     # Per method, and vgg_jax's choice per layer; Winograd counts XLA where it has no entry.
     picks = {"xla": lambda r: r["xla"], "onednn": lambda r: r.get("onednn"),
-             "torch": lambda r: r["torch"], "winograd": lambda r: r.get("winograd") or r["xla"]}
+             "torch": lambda r: r["torch"], "winograd": lambda r: r.get("winograd") or r["xla"],
+             "winograd_cpu": lambda r: r.get("winograd_cpu") or r.get("onednn") or r["xla"]}
     totals = {m: (sum(pick(r)["fwd_s"] for r in rows), sum(pick(r)["train_s"] for r in rows))
               for m, pick in picks.items() if all(pick(r) for r in rows)}
-    timed_as = {"winograd": "winograd", "onednn": "onednn"}  # im2col is timed as "xla"
-    ours = [[r[timed_as.get(r["uses"][t], "xla")] for r in rows] for t in (0, 1)]
+    def timed_as(r, use):  # im2col is timed as "xla"; Winograd's is the C++ one where built
+        cpu = "winograd_cpu" if r.get("winograd_cpu") else "winograd"
+        return r[{"winograd": cpu, "onednn": "onednn"}.get(use, "xla")]
+
+    ours = [[timed_as(r, r["uses"][t]) for r in rows] for t in (0, 1)]
     totals["vgg_jax"] = (sum(m["fwd_s"] for m in ours[0]), sum(m["train_s"] for m in ours[1]))
     flop = sum(r["flop"] for r in rows)
     train_flop = sum(r["train_flop"] for r in rows)
@@ -204,7 +214,8 @@ def plot(rows, peak: float, path: str) -> None:
     for ax, what in zip(axes, ("fwd", "train")):
         for i, (m, label) in enumerate(METHODS):
             values = [r[m][f"{what}_gflops"] if r.get(m) else 0 for r in rows]
-            ax.bar(x + (i - 1.5) * 0.2, values, 0.2, label=label)
+            width = 0.8 / len(METHODS)
+            ax.bar(x + (i - (len(METHODS) - 1) / 2) * width, values, width, label=label)
         ax.axhline(peak / 1e9, color="k", ls="--", lw=1, label="matmul peak")
         ax.set_xticks(x, [r["name"] for r in rows], rotation=60, fontsize=7)
         ax.set_title({"fwd": "forward", "train": "forward + backward"}[what])

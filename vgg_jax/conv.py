@@ -53,10 +53,11 @@ LARGE_KERNEL_MAP = 4  # ... and so are maps this small under kernels larger than
 WINOGRAD_MAPS = (28, 56)
 WINOGRAD_MIN_CHANNELS = 256
 # Whether "auto" may pick Winograd with its C++ transforms where oneDNN's kernels are built
-# (float32 3x3 layers, even maps): with at least this many channels in and out, in training
-# on every map ``taps`` does not take, in inference on maps at least this large a side.
+# (float32 3x3 layers, even maps): with at least this many channels in and out, on maps at
+# least this large a side in training and in inference.
 WINOGRAD = True
 WINOGRAD_CPU_MIN_CHANNELS = 128
+WINOGRAD_CPU_MIN_TRAINING_MAP = 8
 WINOGRAD_CPU_MIN_INFERENCE_MAP = 28
 ALGORITHMS = ("auto", "xla", "im2col", "winograd", "onednn", "taps")
 # Whether "auto" may pick oneDNN (where built): False gives the rules without it, e.g. for a
@@ -97,7 +98,8 @@ def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = F
             return "taps"
         if (WINOGRAD and winograd.supports(x_shape, kernel_shape, dtype)
                 and min(c, kernel_shape[-1]) >= WINOGRAD_CPU_MIN_CHANNELS
-                and (training or min(h, w) >= WINOGRAD_CPU_MIN_INFERENCE_MAP)):
+                and min(h, w) >= (WINOGRAD_CPU_MIN_TRAINING_MAP if training
+                                  else WINOGRAD_CPU_MIN_INFERENCE_MAP)):
             return "winograd"
         return "onednn"
     if min(h, w) <= SMALL_MAP or (max(kernel_shape[:2]) > 3 and min(h, w) <= LARGE_KERNEL_MAP):
