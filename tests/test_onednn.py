@@ -343,6 +343,15 @@ def test_training_tap_by_tap_gives_xlas_loss_curve():
     np.testing.assert_allclose(ours, xla, rtol=1e-4)
 
 
+def test_training_by_winograd_gives_xlas_loss_curve():
+    """Every 3x3 layer by Winograd with its C++ transforms (maps 32 down to 2 pixels), with
+    bias and ReLU in one call (VGG-11) and without a bias before batch norm (VGG-11 BN)."""
+    for arch in ("vgg11", "vgg11_bn"):
+        xla, ours = _train("xla", arch=arch), _train("winograd", arch=arch)
+        assert ours[-1] < ours[0]
+        np.testing.assert_allclose(ours, xla, rtol=1e-4)
+
+
 def test_training_gives_xlas_loss_curve(monkeypatch):
     monkeypatch.setattr(conv, "ONEDNN_MIN_MACS", 0)  # fc6-fc8 too (tiny here) go to oneDNN
     xla, ours = _train("xla"), _train("onednn")
@@ -366,11 +375,12 @@ def _python(code: str, cwd=ROOT, **env) -> subprocess.CompletedProcess:
 def test_pmap_over_four_cpu_devices_matches_one():
     res = _python("""
         import jax, jax.numpy as jnp, numpy as np
-        from vgg_jax import onednn
+        from vgg_jax import onednn, winograd
         assert jax.local_device_count() == 4
         x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2, 12, 12, 8)), jnp.float32)
         k = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 8, 8)), jnp.float32)
-        for conv in (onednn.conv, onednn.taps):
+        by_winograd = lambda x, k: winograd.conv_bias(x, k, jnp.full(8, 0.1), True)
+        for conv in (onednn.conv, onednn.taps, by_winograd):
             loss = lambda k, x: (conv(x, k) ** 2).mean()
             per_device = jax.pmap(jax.grad(loss), in_axes=(None, 0))(k, x)
             one = jnp.stack([jax.grad(loss)(k, x[i]) for i in range(4)])

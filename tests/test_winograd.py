@@ -24,8 +24,11 @@ def _values_and_gradients(f, x, k, b, dy):
 
 
 @pytest.mark.parametrize("relu", [True, False])
-@pytest.mark.parametrize("shape,out", [((2, 6, 4, 37), 21), ((1, 2, 2, 16), 16),
-                                       ((3, 8, 10, 64), 48)])
+@pytest.mark.parametrize("shape,out", [
+    ((2, 6, 4, 37), 21), ((1, 2, 2, 16), 16), ((3, 8, 10, 64), 48),
+    # VGG's blocks 2-5 (batch 1; blocks 2-3 at 112x112 images)
+    ((1, 56, 56, 64), 128), ((1, 28, 28, 256), 256), ((1, 28, 28, 256), 512),
+    ((1, 14, 14, 512), 512)])
 def test_small_integers_give_xla_values_and_gradients_exactly(shape, out, relu):
     """On small integers every step of Winograd is exact in float32 (G's halves included),
     so forward, input, kernel and bias gradients equal XLA's direct convolution's bit for bit:

@@ -3,14 +3,26 @@ Winograd.
 
 ``convolve_bias`` is ``layers.Conv``'s layer (convolution, bias, optional ReLU); ``convolve``
 the convolution alone. They pick, per layer shape (``choose``):
-- on CPU, where ``vgg_jax.onednn``'s kernels are built, every convolution of at least
+- on CPU, where ``vgg_jax.onednn``'s kernels are built, float32 3x3 layers on even maps
+  with at least ``WINOGRAD_CPU_MIN_CHANNELS`` channels in and out (VGG's blocks 2-5) by
+  Winograd F(2x2, 3x3) with C++ tile transforms (``vgg_jax.winograd.conv_bias``: 2.25x
+  fewer multiplications, in training too), on maps of at least
+  ``WINOGRAD_CPU_MIN_TRAINING_MAP`` pixels a side in training and
+  ``WINOGRAD_CPU_MIN_INFERENCE_MAP`` in inference. A layer's forward pass and both
+  gradients against oneDNN's direct convolution, batch 8, 2-core AMD EPYC Zen 4: 330 against
+  433 ms at 112x112 128->128, 289 against 412 at 56x56x256, 294 against 407 at 28x28x512, 93
+  against 103 at 14x14x512; forward alone 1.12-1.28x from 112 to 28 pixels, 0.77x at 14x14;
+  64-channel layers 0.84-0.97x in training (224x224, and 32x32 at batch 128). VGG-16 224/8
+  training 2.05 -> 2.72 img/s, inference 6.46 -> 7.72, 32/128 training 116 -> 121.
+- else, where the kernels are built, every convolution of at least
   ``ONEDNN_MIN_MACS`` by oneDNN (forward, input and kernel gradients, but those gradients
   that ``onednn.gradient_by_xla`` leaves to XLA; float32 and bfloat16;
   ``benchmarks/results/onednn.md``); there, float32 maps of at most ``TAPS_MAP`` pixels a
   side with at least ``TAPS_MIN_CHANNELS`` channels in and out (blocks 4-5 of VGG on a
   32x32 CIFAR image) as one matrix product per kernel tap, over the
   output pixels whose input under that tap lies inside the map (``taps``, one oneDNN call
-  each way: ``onednn.taps``): a direct convolution also multiplies the "SAME" padding, 56%
+  each way: ``onednn.taps``; it comes before Winograd): a direct convolution also
+  multiplies the "SAME" padding, 56%
   of its work on a 2x2 map and 31% on a 4x4 one under a 3x3 kernel. A layer's forward pass
   and both gradients, oneDNN's convolution against tap by tap, 2-core AMD EPYC Zen 4: 58 ms
   against 20.5 at 128x2x2x512, 136-140 against 116-138 at 128x4x4x512; VGG-16 32/128
@@ -22,9 +34,9 @@ the convolution alone. They pick, per layer shape (``choose``):
   (block 5 of a 32x32 CIFAR image ran at 2 GFLOP/s; a 5x5 and a 7x7 kernel on 4x4 maps,
   forward and backward, 7-10x slower than im2col);
 - for inference on CPU, 3x3 layers with 28..56-pixel maps and >= 256 input channels (VGG's
-  blocks 3 and 4 at 224) by Winograd F(2x2, 3x3) (Lavin & Gray, 2016), which needs 2.25x
-  fewer multiplications. Not on larger maps, where its 4x larger transformed input costs
-  more memory traffic than the multiplications it saves; not in training, where the whole
+  blocks 3 and 4 at 224) by Winograd with every step XLA's (``winograd.xla_conv``). Not on
+  larger maps, where its 4x larger transformed input costs more memory traffic through
+  XLA's transforms than the multiplications it saves; not in training, where the whole
   step ran slower with it (measurements: ``benchmarks/results/layers.md`` and
   ``speed.md``); not in bfloat16, whose transforms would lose precision;
 - everything else: ``lax.conv_general_dilated``.
