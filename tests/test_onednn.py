@@ -434,3 +434,5 @@ def test_cli_prints_the_kernels_it_runs_here():
     lines = res.stdout.strip().splitlines()
     assert lines[0] == f"built: {onednn.library_path()}"
     assert len(lines) == 7 and all(": " in ln and ln.split(": ")[1] for ln in lines[1:])
+    if onednn.has_kernels(jnp.float32):  # blocks 2-5 train by Winograd, block 1 by oneDNN
+        assert lines[1].endswith("trains by onednn") and lines[2].endswith("trains by winograd")

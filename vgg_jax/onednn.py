@@ -401,8 +401,9 @@ taps.defvjp(_taps_fwd, _taps_bwd)
 
 
 def main() -> None:
-    """CLI: builds the kernels and prints what oneDNN runs for VGG-16's layer shapes here."""
-    from vgg_jax import cli
+    """CLI: builds the kernels and prints what oneDNN runs for VGG-16's layer shapes here,
+    and how ``vgg_jax.conv`` trains each (oneDNN's convolution, Winograd, ...)."""
+    from vgg_jax import cli, conv
     cli.setup_logging()
     try:
         print(f"built: {build()}")
@@ -415,7 +416,8 @@ def main() -> None:
                              for op in OPS)
             if not has_kernels(dtype):
                 impl = "no kernels on this CPU: XLA's"
-            print(f"{jnp.dtype(dtype).name:>8} 8x{h}x{h}x{c} -> {o}: {impl}")
+            route = conv.choose((8, h, h, c), (3, 3, c, o), training=True, dtype=dtype)
+            print(f"{jnp.dtype(dtype).name:>8} 8x{h}x{h}x{c} -> {o}: {impl}; trains by {route}")
 
 
 if __name__ == "__main__":
