@@ -220,8 +220,9 @@ def plot(rows, peak: float, path: str) -> None:
         ax.set_xticks(x, [r["name"] for r in rows], rotation=60, fontsize=7)
         ax.set_title({"fwd": "forward", "train": "forward + backward"}[what])
         ax.set_ylabel("GFLOP/s (direct-convolution FLOPs)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
