@@ -6,7 +6,9 @@ gradient are oneDNN primitives (``kernels/onednn_ffi.cc``); oneDNN picks the ker
 CPU (AVX2, AVX-512, AVX-512 BF16, AMX). ``vgg_jax.conv`` routes to it on CPU. ``dense(x,
 kernel)`` is fc6-fc8's product (and its gradients) by oneDNN's matmul
 (``layers.fc_dot_general`` routes to it); ``taps(x, kernel)`` the convolution of small maps
-as one product per kernel tap (``vgg_jax.conv.taps`` routes to it).
+as one product per kernel tap (``vgg_jax.conv.taps`` routes to it). The same library holds
+Winograd's C++ tile transforms (``kernels/winograd.cc``), which ``vgg_jax.winograd`` calls
+through ``call``.
 
 ``pip install`` compiles the C++ source (``kernels/build.py``, run by ``setup.py``) with the
 system's C++ compiler, against JAX's FFI headers and the oneDNN packages vgg_jax depends on
