@@ -122,7 +122,7 @@ def measure(arch: str, size: int, batch: int, width: float, repeats: int) -> lis
                 t["winograd"] = time_jax(winograd.xla_conv, x, w, first, repeats)
             if (kernel == 3 and not first and winograd.available()
                     and winograd.supports(x.shape, w.shape, x.dtype)):
-                cpu = lambda x, w: winograd.conv_bias(x, w, jnp.zeros(w.shape[-1]))  # noqa: E731
+                cpu = lambda x, w: conv.convolve(x, w, "winograd")  # noqa: E731  (C++ here)
                 _check(cpu, x, w, name)
                 t["winograd_cpu"] = time_jax(cpu, x, w, first, repeats)
             cache[key] = t

@@ -90,7 +90,6 @@ ONEDNN_FC = True
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
-
 def choose(x_shape, kernel_shape, backend: str | None = None, training: bool = False,
            dtype=jnp.float32, onednn: bool | None = None) -> str:
     """The algorithm ``convolve`` uses for an NHWC input and HWIO kernel of these shapes.

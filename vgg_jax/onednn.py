@@ -234,7 +234,10 @@ def _xla_gradient(wrt: int, x: Array, kernel: Array, dy: Array) -> Array:
 
 
 def call(target: str, results, *operands: Array, **attributes):
-    """One of the library's ``TARGETS`` on ``operands``, as an XLA custom call. ``results``: a (shape, dtype) pair, or a list of them for several results."""
+    """One of the library's ``TARGETS`` on ``operands``, as an XLA custom call.
+
+    ``results``: a (shape, dtype) pair, or a list of them for several results.
+    """
     if _load() is None:
         raise RuntimeError("oneDNN kernels unavailable (see the log); check available() first")
     for dtype in {jnp.dtype(a.dtype) for a in operands}:
@@ -253,7 +256,7 @@ def call(target: str, results, *operands: Array, **attributes):
 def conv(x: Array, kernel: Array) -> Array:
     """Stride-1 "SAME" convolution, NHWC x HWIO -> NHWC, by oneDNN (odd kernel sizes)."""
     return call("vgg_onednn_conv_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
-                 x, kernel)
+                x, kernel)
 
 
 def _conv_fwd(x, kernel):
@@ -269,7 +272,7 @@ def _conv_bwd(residuals, dy):
           call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel))
     dk = (_xla_gradient(1, x, kernel, dy) if by_xla("backward_weights") else
           call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy,
-                blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype)))
+               blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype)))
     return dx, dk
 
 
@@ -286,7 +289,7 @@ def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False) -> Array
     for the bias or the ReLU.
     """
     return call("vgg_onednn_conv_bias_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
-                 x, kernel, bias, relu=bool(relu))
+                x, kernel, bias, relu=bool(relu))
 
 
 def _conv_bias_fwd(x, kernel, bias, relu):
@@ -312,9 +315,9 @@ def _conv_bias_bwd(relu, residuals, dy):
     dx = dk = dbias = None
     if onednn_data or onednn_weights:
         dx, dk, dbias = call("vgg_onednn_conv_bias_backward",
-                              [(shape(x, onednn_data), x.dtype),
-                               (shape(kernel, onednn_weights), kernel.dtype),
-                               (shape(bias, onednn_weights), bias.dtype)],
+                             [(shape(x, onednn_data), x.dtype),
+                              (shape(kernel, onednn_weights), kernel.dtype),
+                              (shape(bias, onednn_weights), bias.dtype)],
                               dy, x, kernel, data=onednn_data, weights=onednn_weights,
                               blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype))
     if data_by_xla:
@@ -335,7 +338,7 @@ def matmul(a: Array, b: Array, transpose_a: bool = False, transpose_b: bool = Fa
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
     return call("vgg_onednn_matmul", ((m, n), a.dtype), a, b, transpose_a=bool(transpose_a),
-                 transpose_b=bool(transpose_b))
+                transpose_b=bool(transpose_b))
 
 
 @jax.custom_vjp
@@ -387,15 +390,15 @@ def taps(x: Array, kernel: Array) -> Array:
 def _taps_fwd(x, kernel):
     x = _hwnc(x)
     y = call("vgg_onednn_taps_forward", ((*x.shape[:3], kernel.shape[-1]), jnp.float32),
-              x, kernel)
+             x, kernel)
     return _nhwc(y).astype(x.dtype), (x, kernel)
 
 
 def _taps_bwd(residuals, dy):
     x, kernel = residuals
     dx, dk = call("vgg_onednn_taps_backward", [(x.shape, jnp.float32),
-                                                 (kernel.shape, jnp.float32)],
-                   _hwnc(dy.astype(x.dtype)), x, kernel)
+                                                (kernel.shape, jnp.float32)],
+                  _hwnc(dy.astype(x.dtype)), x, kernel)
     return _nhwc(dx).astype(x.dtype), dk.astype(kernel.dtype)
 
 

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vgg_jax import onednn  # its library holds the transforms (it loads lazily, on first use)
+
 Array = Any
 
 # F(2, 3): y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and 3x3 kernel g.
@@ -34,7 +36,6 @@ AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
 def available() -> bool:
     """Whether the C++ transforms are built and loaded (with oneDNN's kernels)."""
-    from vgg_jax import onednn
     return onednn.available()
 
 
@@ -61,18 +62,13 @@ def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False) -> Array
     return _transformed(x, kernel_transform(kernel), bias.astype(jnp.float32), bool(relu))
 
 
-def _call(target, results, *operands, **attributes):
-    from vgg_jax import onednn
-    return onednn.call(target, results, *operands, **attributes)
-
-
 def _forward(x, u, bias, relu):
     n, h, w, c = x.shape
     tiles = n * (h // 2) * (w // 2)
-    v = _call("vgg_winograd_input", ((16, tiles, c), jnp.float32), x)
+    v = onednn.call("vgg_winograd_input", ((16, tiles, c), jnp.float32), x)
     m = jnp.einsum("spc,sck->spk", v, u)
-    y = _call("vgg_winograd_output", ((n, h, w, u.shape[-1]), jnp.float32), m, bias,
-              relu=relu)
+    y = onednn.call("vgg_winograd_output", ((n, h, w, u.shape[-1]), jnp.float32), m, bias,
+                    relu=relu)
     return y, v
 
 
@@ -93,13 +89,14 @@ def _transformed_bwd(relu, residuals, dy):
     if isinstance(dy, jax.custom_derivatives.SymbolicZero):
         return None, None, None
     dy = dy.astype(jnp.float32)
-    dm, dbias = _call("vgg_winograd_output_gradient",
-                      [(v.shape[:2] + (u.shape[-1],), jnp.float32), ((u.shape[-1],), jnp.float32)],
-                      dy, dy if y is None else y, relu=relu)
+    k = u.shape[-1]
+    dm, dbias = onednn.call("vgg_winograd_output_gradient",
+                            [((*v.shape[:2], k), jnp.float32), ((k,), jnp.float32)],
+                            dy, dy if y is None else y, relu=relu)
     dx = du = None
     if data:
-        dx = _call("vgg_winograd_input_gradient", (x_shape, jnp.float32),
-                   jnp.einsum("spk,sck->spc", dm, u))
+        dx = onednn.call("vgg_winograd_input_gradient", (x_shape, jnp.float32),
+                         jnp.einsum("spk,sck->spc", dm, u))
     if weights:
         du = jnp.einsum("spc,spk->sck", v, dm)
     return dx, du, dbias if weights else None
