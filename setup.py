@@ -10,7 +10,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class BuildWithKernels(build_py):
-    """build_py that also compiles vgg_jax's oneDNN CPU kernels (``vgg_jax/kernels``).
+    """build_py that also compiles vgg_jax's oneDNN CPU kernels (``vgg_jax/compute/kernels``).
 
     A failed compile only warns: vgg_jax then compiles them on first use, or runs XLA's
     convolutions, so the install never fails for want of a compiler.
@@ -21,11 +21,11 @@ class BuildWithKernels(build_py):
         if os.environ.get("VGG_JAX_NO_ONEDNN") == "1":
             return
         spec = importlib.util.spec_from_file_location(
-            "vgg_jax_kernels_build", os.path.join(HERE, "vgg_jax", "kernels", "build.py"))
+            "vgg_jax_kernels_build", os.path.join(HERE, "vgg_jax", "compute", "kernels", "build.py"))
         kernels = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(kernels)
         out = (kernels.HERE if self.editable_mode
-               else os.path.join(self.build_lib, "vgg_jax", "kernels"))
+               else os.path.join(self.build_lib, "vgg_jax", "compute", "kernels"))
         try:
             name = kernels.library_name()
             for old in os.listdir(out):  # earlier sources' builds (an editable checkout)

@@ -26,7 +26,8 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import results_table  # noqa: E402
-from vgg_jax import evaluate, train  # noqa: E402
+from vgg_jax.inference import evaluate  # noqa: E402
+from vgg_jax.training import train
 
 DEFAULT_ARCHIVE = os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg", "cifar10-jpeg.tar.gz")
 flags.DEFINE_string("archive", DEFAULT_ARCHIVE, "cifar10-jpeg.tar.gz")

@@ -4,7 +4,7 @@ and inference images/s of each runtime, in one run on this machine.
     python benchmarks/export.py [--arch vgg16] [--image_size 224] [--batch 8] [--rounds 3]
 
 A net of ``--arch`` with random weights (BatchNorm statistics randomised too, so that every
-layer passes signal) is exported in every format of ``vgg_jax.export`` with a fixed batch,
+layer passes signal) is exported in every format of ``vgg_jax.inference.export`` with a fixed batch,
 then each artefact is run by its own runtime (jax.export, TensorFlow, the TFLite
 interpreter, onnxruntime) on the same uint8 images as vgg_jax's own jit-compiled
 ``model.apply``. Images/s are medians over ``--rounds`` rounds, runtimes alternating. Appends
@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import results_table  # noqa: E402
-from vgg_jax import export  # noqa: E402
-from vgg_jax.record import ModelRecord  # noqa: E402
+from vgg_jax.inference import export  # noqa: E402
+from vgg_jax.store.record import ModelRecord  # noqa: E402
 
 RUNTIMES = {"jax": "vgg_jax model.apply (jit)", "stablehlo": "jax.export",
             "savedmodel": "TensorFlow", "tflite": "TFLite interpreter (XNNPACK)",

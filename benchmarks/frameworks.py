@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 
-from vgg_jax import models  # noqa: E402  (JAX itself is imported only by the JAX worker)
+from vgg_jax import models  # noqa: E402   JAX itself is imported only by the JAX worker 
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +105,9 @@ def jax_train_setup(config, per_device_batch: int, num_classes: int = 1000):
     flip bits, labels and a mask of ones, sharded over all local devices.
     """
     import jax
-    from vgg_jax import optim, sharding, steps
-    from vgg_jax.record import ModelRecord, module_options
+    from vgg_jax.training import optim, steps
+    from vgg_jax.parallel import sharding
+    from vgg_jax.store.record import ModelRecord, module_options
 
     devices = jax.local_device_count()
     record = ModelRecord.from_config(config)
@@ -282,7 +283,7 @@ def matmul_peak(framework: str, dtype: str = "float32",
         if framework in ("vgg_jax", "onednn"):
             import jax
             import jax.numpy as jnp
-            from vgg_jax import onednn
+            from vgg_jax.compute import onednn
             if framework == "onednn" and not (onednn.available() and onednn.has_kernels(dtype)):
                 raise ImportError(f"no oneDNN {dtype} kernels here")
             a = jnp.ones((n, n), dtype)

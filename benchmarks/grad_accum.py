@@ -25,7 +25,8 @@ sys.path.insert(0, HERE)
 
 import results_table  # noqa: E402
 from configs import default  # noqa: E402
-from vgg_jax import models, optim, steps  # noqa: E402
+from vgg_jax import models  # noqa: E402
+from vgg_jax.training import optim, steps
 
 MIB = 1 << 20
 

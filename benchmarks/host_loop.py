@@ -42,7 +42,7 @@ def worker(index: int, port: int, steps: int) -> None:
     from jax.experimental import multihost_utils
 
     from configs import default
-    from vgg_jax import distributed
+    from vgg_jax.parallel import distributed
     import frameworks
 
     config = default.get_config()

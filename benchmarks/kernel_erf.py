@@ -4,7 +4,7 @@
 
 For each pair, the gradient of block 3's centre unit (B: conv3_2, two 3x3; B-5x5: conv3_1,
 one 5x5; D: conv3_3; D-7x7: conv3_1 - equal geometric fields) with respect to the input,
-averaged over test images (``vgg_jax.receptive.effective_field``), for the trained net of
+averaged over test images (``vgg_jax.models.receptive.effective_field``), for the trained net of
 seed 0 and for the same net freshly initialised. Writes
 benchmarks/results/ablations/kernel/erf.npz (the trained fields, which the architecture
 notebook shows) and erf.png, and prints each field's spread in pixels.
@@ -25,7 +25,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from vgg_jax import evaluate, receptive  # noqa: E402
+from vgg_jax.inference import evaluate  # noqa: E402
+from vgg_jax.models import receptive
 
 NETS = (("B", "B-seed0", "conv3_2"), ("B-5x5", "B-5x5-seed0", "conv3_1"),
         ("D", "D-seed0", "conv3_3"), ("D-7x7", "D-7x7-seed0", "conv3_1"))

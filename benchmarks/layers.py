@@ -6,7 +6,7 @@
 For every convolution of the network (identical shapes measured once) this times, in one
 process: XLA's convolution as vgg_jax runs it without oneDNN (forward, and forward + backward:
 the input and kernel gradients, the kernel gradient alone for conv1_1), oneDNN's
-(``vgg_jax.onednn.conv``, where its float32 kernels are built), PyTorch's (NCHW, eager) where
+(``vgg_jax.compute.onednn.conv``, where its float32 kernels are built), PyTorch's (NCHW, eager) where
 installed, and a Winograd F(2x2, 3x3) formulation in JAX (Lavin & Gray, 2016: 2.25x fewer
 multiplications; input gradient by Winograd too, kernel gradient by XLA; not for conv1_1,
 whose 3 input channels leave nothing to save, and counted as XLA there in the totals). GFLOP/s count the
@@ -37,7 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from speed import machine  # noqa: E402
 
-from vgg_jax import conv, models, onednn, winograd  # noqa: E402
+from vgg_jax.compute import conv, onednn, winograd  # noqa: E402
+from vgg_jax import models
 
 METHODS = (("xla", "XLA"), ("onednn", "oneDNN"), ("torch", "PyTorch"),
            ("winograd", "Winograd F(2,3), JAX"),

@@ -6,8 +6,8 @@
 
 For each case (arch:image size:batch[:width]) and dtype (float32, bfloat16), the same
 jit-compiled SGD training step and inference step, built twice in one process: with
-``vgg_jax.conv``'s rules without oneDNN (XLA, im2col, Winograd: what vgg_jax ran before
-``vgg_jax.onednn``) and with every convolution and fc6-fc8 by oneDNN; with ``--fc``, both
+``vgg_jax.compute.conv``'s rules without oneDNN (XLA, im2col, Winograd: what vgg_jax ran before
+``vgg_jax.compute.onednn``) and with every convolution and fc6-fc8 by oneDNN; with ``--fc``, both
 with oneDNN's convolutions, fc6-fc8 XLA's dots against oneDNN's; with ``--kernel-gradient``,
 everything oneDNN's but the convolutions' kernel gradients, oneDNN's against XLA's
 (``onednn.KERNEL_GRADIENT``); with ``--input-gradient`` the same for their input gradients
@@ -36,7 +36,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import results_table  # noqa: E402
-from vgg_jax import conv, models, onednn  # noqa: E402
+from vgg_jax.compute import conv, onednn  # noqa: E402
+from vgg_jax import models
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -46,7 +47,7 @@ def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = Fal
     """(train step, inference step, state) compiled with or without oneDNN's kernels (with
     ``fc_only``: with or without them for fc6-fc8, the convolutions oneDNN's), the
     convolutions' gradients routed by ``gradients`` (e.g. ``{"KERNEL_GRADIENT": "xla"}``:
-    ``vgg_jax.onednn``'s settings; the others "auto"), small maps tap by tap if ``taps``
+    ``vgg_jax.compute.onednn``'s settings; the others "auto"), small maps tap by tap if ``taps``
     (``conv.TAPS``)."""
     # Read while tracing: each step keeps the routes it was built with.
     conv.ONEDNN, conv.ONEDNN_FC, conv.TAPS = use_onednn or fc_only, use_onednn, taps
@@ -158,9 +159,9 @@ def main(argv=None) -> None:
                 rate = {use: batch / np.median(run["times"][mode]) for use, run in runs.items()}
                 row = results_table.append_row(
                     "onednn", "oneDNN's kernels against XLA's, whole steps",
-                    "The same jit-compiled step built twice in one process: with vgg_jax.conv's "
+                    "The same jit-compiled step built twice in one process: with vgg_jax.compute.conv's "
                     "rules without oneDNN (XLA's convolutions, im2col on tiny maps, Winograd "
-                    "in float32 inference: vgg_jax before vgg_jax.onednn) and with every "
+                    "in float32 inference: vgg_jax before vgg_jax.compute.onednn) and with every "
                     "convolution by oneDNN (forward, input and kernel gradients) and, from "
                     "2026-12-02, fc6-fc8's products too (and, from session 12, the kernel "
                     "gradients as onednn.KERNEL_GRADIENT's 'auto' picks them). Rows with 'fc "

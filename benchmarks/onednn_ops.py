@@ -4,9 +4,9 @@
     python benchmarks/onednn_ops.py --smoke    # tiny shapes: checks the script (tests)
 
 For every shape the three products of a stride-1 "SAME" float32 convolution, each
-jit-compiled alone and timed (best of ``--repeats`` after a warm-up call): XLA's (``vgg_jax.conv``
+jit-compiled alone and timed (best of ``--repeats`` after a warm-up call): XLA's (``vgg_jax.compute.conv``
 without oneDNN: ``lax.conv_general_dilated``, im2col on 2x2 maps, and their derivatives) and
-oneDNN's (``vgg_jax.onednn``'s FFI targets), with the kernel oneDNN picks for each. This is
+oneDNN's (``vgg_jax.compute.onednn``'s FFI targets), with the kernel oneDNN picks for each. This is
 what ``onednn.gradient_by_xla`` rests on: where oneDNN's kernel-gradient primitive is its AVX2
 one, XLA's is faster (and so is XLA's input gradient of 4x4 maps). The kernel gradient is
 timed twice, reading the activations as NHWC and in oneDNN's blocked layout (copies
@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 
 import frameworks  # noqa: E402
 import results_table  # noqa: E402
-from vgg_jax import conv, onednn  # noqa: E402
+from vgg_jax.compute import conv, onednn  # noqa: E402
 
 # (batch, map side, in channels, out channels): VGG-16's 3x3 layers at 224/8, then the
 # CIFAR-size ones at 32/128 (the first layer of each block only where its input differs).

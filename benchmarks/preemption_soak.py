@@ -66,7 +66,7 @@ def run_until_killed(cmd: list[str], delay: float, sig) -> tuple[int, int, float
 
 def final_params(workdir: str) -> list[np.ndarray]:
     import jax
-    from vgg_jax import checkpoints
+    from vgg_jax.store import checkpoints
     store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
     return jax.tree_util.tree_leaves(store.restore_raw()["params"])
 

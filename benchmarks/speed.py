@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import results_table  # noqa: E402
 from frameworks import Case  # noqa: E402
 
-from vgg_jax import hugepages  # noqa: E402
+from vgg_jax.compute import hugepages  # noqa: E402
 
 FRAMEWORKS = ("vgg_jax", "pytorch", "keras")
 NO_BF16 = ("not measured: this CPU has no bfloat16 arithmetic (no AVX-512 BF16, no AMX), so "
@@ -103,7 +103,7 @@ def _run_child(argv: list[str], timeout: float) -> tuple[list[dict], str]:
     """Runs this script as a worker; returns its RESULT lines and, on failure, why.
 
     vgg_jax's worker gets the environment its commands restart with (huge pages,
-    ``vgg_jax.hugepages``); PyTorch's and Keras's run as installed.
+    ``vgg_jax.compute.hugepages``); PyTorch's and Keras's run as installed.
     """
     env = hugepages.environment() if argv[:2] == ["--worker", "vgg_jax"] else dict(os.environ)
     try:

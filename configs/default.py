@@ -84,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.init_from = ""           # a workdir, checkpoints folder or convert --out to start from
     c.freeze = ""              # regex of layers kept fixed, e.g. 'conv.*|bn.*' (the features)
     c.seed = 0
-    # Multi-process (vgg_jax.distributed): empty/-1 defer to JAX_* variables or the cluster.
+    # Multi-process (vgg_jax.parallel.distributed): empty/-1 defer to JAX_* variables or the cluster.
     c.coordinator_address = ""  # host:port of process 0
     c.num_processes = 0
     c.process_id = -1

@@ -2,7 +2,7 @@
 
     python distributed_worker.py train|evaluate CONFIG_JSON WORKDIR OUT_NPZ
 
-Joins the run through ``vgg_jax.distributed`` (the config holds the coordinator), then trains
+Joins the run through ``vgg_jax.parallel.distributed`` (the config holds the coordinator), then trains
 (``train_and_evaluate``) or evaluates the workdir's checkpoint, and writes what it ended with
 (final parameters as this process holds them, or the evaluation rows) to OUT_NPZ. Stopped
 by SIGTERM (``Preempted``), it writes the step it stopped at and exits with 75.
@@ -16,7 +16,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from vgg_jax import cli, distributed, evaluate, train
+from vgg_jax import cli
+from vgg_jax.parallel import distributed
+from vgg_jax.inference import evaluate
+from vgg_jax.training import train
 from vgg_jax.errors import PREEMPTED_EXIT_CODE, Preempted
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vgg_jax import onednn
+from vgg_jax.compute import onednn
 
 from conftest import ROOT
 
@@ -117,7 +117,7 @@ def test_export_benchmark_smoke(tmp_path):
 def test_onednn_benchmark_smoke(tmp_path):
     """Both routes of each step timed side by side, with the kernel oneDNN chose; --fc and
     --input-gradient each compare their one part; two of them at once is refused."""
-    from vgg_jax import onednn
+    from vgg_jax.compute import onednn
     if not onednn.available():
         import pytest
         pytest.skip("oneDNN kernels unavailable here")

@@ -10,9 +10,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import default
-from vgg_jax import checkpoints
+from vgg_jax.store import checkpoints
 from vgg_jax.errors import UserError
-from vgg_jax.record import ModelRecord
+from vgg_jax.store.record import ModelRecord
 
 # The meta a training run of the code before ModelRecord wrote (train.model_meta).
 OLD_META = {"arch": "vgg11_bn", "width": 0.25, "fc_width": 256, "num_classes": 3,

@@ -1,4 +1,4 @@
-"""How convolutions are computed (vgg_jax.conv): every route gives XLA's values and gradients."""
+"""How convolutions are computed (vgg_jax.compute.conv): every route gives XLA's values and gradients."""
 
 import functools
 
@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_jax import conv, models, onednn
+from vgg_jax.compute import conv, onednn
+from vgg_jax import models
 
 
 @pytest.mark.parametrize("hw,cin,kernel,algorithm", [

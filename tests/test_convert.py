@@ -10,9 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from vgg_jax import convert, evaluate, models, predict, train, weight_files
+from vgg_jax.store import convert, weight_files
+from vgg_jax.inference import evaluate, predict
+from vgg_jax import models
+from vgg_jax.training import train
 from vgg_jax.errors import UserError
-from vgg_jax.record import ModelRecord
+from vgg_jax.store.record import ModelRecord
 
 from conftest import ROOT
 from torch_files import torchvision_forward, torchvision_state_dict, write_pth

@@ -190,7 +190,7 @@ def test_rgb_stats_command(image_folder, tmp_path):
 
 
 def test_dense_eval_keeps_the_whole_rescaled_image_and_mean_is_subtracted():
-    from vgg_jax import steps
+    from vgg_jax.training import steps
     image = np.full((60, 90, 3), 100, np.uint8)
     data = tf.constant(tf.io.encode_png(image).numpy())
     full = augment.rescaled_image(data, 40)
@@ -202,7 +202,7 @@ def test_dense_eval_keeps_the_whole_rescaled_image_and_mean_is_subtracted():
 
 
 def test_pipeline_flip_bit_applied_on_device_equals_flipping_the_crop():
-    from vgg_jax import steps
+    from vgg_jax.training import steps
     data = tf.io.encode_jpeg(np.random.default_rng(3).integers(0, 255, (60, 80, 3), np.uint8))
     for i in range(6):
         seed = tf.constant([5, i], tf.int64)

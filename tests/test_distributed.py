@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vgg_jax import distributed
+from vgg_jax.parallel import distributed
 from vgg_jax.data import sources
 from vgg_jax.errors import UserError
 

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from vgg_jax import evaluate, models, train
+from vgg_jax.inference import evaluate
+from vgg_jax import models
+from vgg_jax.training import train
 from vgg_jax.errors import UserError
-from vgg_jax.record import ModelRecord
+from vgg_jax.store.record import ModelRecord
 
 RECORD = ModelRecord(arch="vgg11_bn", num_classes=5, width=1 / 16, fc_width=16, image_size=32,
                      mean_rgb=(0, 0, 0), std_rgb=(1, 1, 1), eval_scale=32, train_scale=(32, 32))
@@ -174,7 +176,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1
 sys.path.insert(0, {tests!r})
 import numpy as np
 import test_evaluate
-from vgg_jax import evaluate
+from vgg_jax.inference import evaluate
 net = test_evaluate._net()
 images = {{q: np.random.default_rng(q).uniform(0, 255, (q, q + 20, 3)) for q in (32, 40)}}
 ev = evaluate.Evaluator([net], list(evaluate.PROTOCOLS), [32, 40], 32, [100] * 3, [50] * 3,

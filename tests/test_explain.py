@@ -13,7 +13,9 @@ from PIL import Image
 
 from conftest import ROOT
 from test_export import lively_net
-from vgg_jax import evaluate, explain, models, train
+from vgg_jax.inference import evaluate, explain
+from vgg_jax import models
+from vgg_jax.training import train
 from vgg_jax.data import augment, shapes
 from vgg_jax.errors import UserError
 
@@ -151,7 +153,7 @@ def _cli(*args):
 
 @pytest.fixture(scope="module")
 def checkpoint_and_photos(tmp_path_factory):
-    from vgg_jax import convert
+    from vgg_jax.store import convert
     root = tmp_path_factory.mktemp("explain_cli")
     record, variables = lively_net("vgg11_bn")
     convert.write(variables, record, str(root / "net"))

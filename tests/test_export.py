@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, draw
-from vgg_jax import convert, export
+from vgg_jax.store import convert
+from vgg_jax.inference import export
 from vgg_jax.errors import UserError
-from vgg_jax.record import ModelRecord
+from vgg_jax.store.record import ModelRecord
 
 NAMES = ("disc", "bar", "cross", "ring", "dot")
 

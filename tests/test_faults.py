@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from vgg_jax import checkpoints, train
+from vgg_jax.store import checkpoints
+from vgg_jax.training import train
 from vgg_jax.errors import PREEMPTED_EXIT_CODE, NonFiniteError
 
 from conftest import ROOT

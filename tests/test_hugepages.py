@@ -1,4 +1,4 @@
-"""vgg_jax's commands restart once with glibc's huge-page tunable (vgg_jax.hugepages)."""
+"""vgg_jax's commands restart once with glibc's huge-page tunable (vgg_jax.compute.hugepages)."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vgg_jax import hugepages
+from vgg_jax.compute import hugepages
 
 HELPS = hugepages.thp_mode() == "madvise" and hugepages._glibc_has_tunable()  # noqa: SLF001
 needs_thp = pytest.mark.skipif(not HELPS, reason="needs THP in madvise mode and glibc >= 2.35")
@@ -14,7 +14,7 @@ needs_thp = pytest.mark.skipif(not HELPS, reason="needs THP in madvise mode and 
 # Restarts like a command's __main__ does, then counts the page faults of writing 256 MiB
 # from glibc's malloc, as XLA:CPU's buffers come (numpy asks for huge pages by itself).
 FAULTS = """
-from vgg_jax import hugepages
+from vgg_jax.compute import hugepages
 hugepages.restart()
 import ctypes, resource
 libc = ctypes.CDLL("libc.so.6")

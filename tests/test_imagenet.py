@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import fake_ilsvrc
-from vgg_jax import train
+from vgg_jax.training import train
 from vgg_jax.data import sources
 
 

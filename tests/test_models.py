@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_jax import models, transfer
+from vgg_jax import models
+from vgg_jax.store import transfer
 
 PARAMS = {  # Table 2 exact counts, 1000 classes at 224x224 (../shared/reference/vgg_facts.md)
     "vgg11": 132_863_336, "vgg11_lrn": 132_863_336, "vgg13": 133_047_848,
@@ -272,7 +273,7 @@ def test_large_kernel_twins_dense_equals_classifier(arch):
 
 
 def test_receptive_fields_geometric_and_effective():
-    from vgg_jax import receptive
+    from vgg_jax.models import receptive
     assert receptive.fields("vgg16")["pool5"] == 212
     assert receptive.fields("vgg16")["conv3_3"] == 40
     b, b5 = receptive.block_table("B"), receptive.block_table("B-5x5")

@@ -13,8 +13,9 @@ import optax
 import pytest
 
 from conftest import ROOT
-from vgg_jax import conv, models, onednn
-from vgg_jax.kernels import build as build_lib
+from vgg_jax.compute import conv, onednn
+from vgg_jax import models
+from vgg_jax.compute.kernels import build as build_lib
 
 pytestmark = pytest.mark.skipif(not onednn.available(),
                                 reason="oneDNN kernels not buildable here (see the log)")
@@ -375,7 +376,7 @@ def _python(code: str, cwd=ROOT, **env) -> subprocess.CompletedProcess:
 def test_pmap_over_four_cpu_devices_matches_one():
     res = _python("""
         import jax, jax.numpy as jnp, numpy as np
-        from vgg_jax import onednn, winograd
+        from vgg_jax.compute import onednn, winograd
         assert jax.local_device_count() == 4
         x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 2, 12, 12, 8)), jnp.float32)
         k = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 8, 8)), jnp.float32)
@@ -411,7 +412,8 @@ def test_fallback_without_the_kernels(tmp_path):
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     res = _python("""
         import jax, jax.numpy as jnp
-        from vgg_jax import conv, models, onednn
+        from vgg_jax.compute import conv, onednn
+        from vgg_jax import models
         print("available", onednn.available())
         print("route", conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu"))
         m = models.VGG(arch="vgg11", num_classes=3, width=1 / 16, fc_width=8)
@@ -428,7 +430,7 @@ def test_fallback_without_the_kernels(tmp_path):
 
 
 def test_cli_prints_the_kernels_it_runs_here():
-    res = subprocess.run([sys.executable, "-m", "vgg_jax.onednn"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "vgg_jax.compute.onednn"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-1500:]
     lines = res.stdout.strip().splitlines()

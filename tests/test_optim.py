@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from configs import default
-from vgg_jax import optim
+from vgg_jax.training import optim
 
 
 def _config(**kw):

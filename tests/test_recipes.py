@@ -14,9 +14,12 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from configs import default
-from vgg_jax import checkpoints, evaluate, mixing, models, optim, steps, train, transfer
-from vgg_jax.metrics import soft_cross_entropy
-from vgg_jax.record import ModelRecord
+from vgg_jax.store import checkpoints, transfer
+from vgg_jax.inference import evaluate
+from vgg_jax.training import mixing, optim, steps, train
+from vgg_jax import models
+from vgg_jax.training.metrics import soft_cross_entropy
+from vgg_jax.store.record import ModelRecord
 from vgg_jax.data import augment, pipeline, randaugment, sources
 
 from test_train import assert_trees, scalars

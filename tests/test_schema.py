@@ -9,7 +9,7 @@ import ml_collections
 import pytest
 
 from configs import default
-from vgg_jax import schema, train
+from vgg_jax.training import schema, train
 
 from conftest import ROOT
 
@@ -103,17 +103,17 @@ def test_main_prints_one_error_line_per_bad_field(tmp_path):
 
 
 @pytest.mark.parametrize("module,args,expected", [
-    ("vgg_jax.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
+    ("vgg_jax.inference.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
                           "--batch_size=0"], "--batch_size=0"),
-    ("vgg_jax.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
+    ("vgg_jax.inference.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
                           "--protocols=single,fancy"], "--protocols takes some of"),
-    ("vgg_jax.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
+    ("vgg_jax.inference.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
                           "--config.eval_scale=8"], "eval_scale=8: eval_scale must be"),
-    ("vgg_jax.predict", ["--checkpoint=/nowhere", "--top=0", "x.jpg"], "--top=0"),
-    ("vgg_jax.predict", ["--checkpoint=/nowhere", "--scales=abc", "x.jpg"],
+    ("vgg_jax.inference.predict", ["--checkpoint=/nowhere", "--top=0", "x.jpg"], "--top=0"),
+    ("vgg_jax.inference.predict", ["--checkpoint=/nowhere", "--scales=abc", "x.jpg"],
      "--scales takes whole numbers"),
-    ("vgg_jax.convert", ["--from=caffe", "--arch=vgg16", "--out=/tmp/x", "w.pth"], "--from"),
-    ("vgg_jax.sweep", ["--config=configs/ablations/lrn.py", "--workdir=/nowhere/w",
+    ("vgg_jax.store.convert", ["--from=caffe", "--arch=vgg16", "--out=/tmp/x", "w.pth"], "--from"),
+    ("vgg_jax.training.sweep", ["--config=configs/ablations/lrn.py", "--workdir=/nowhere/w",
                        "--config.momentum=2.0"], "momentum=2.0: momentum must be"),
     ("vgg_jax.data.stats", ["--dataset=vgg_shapes", "--max_images=0"], "--max_images=0"),
     ("vgg_jax.models", ["--image_size=8"], "--image_size=8"),
@@ -129,7 +129,7 @@ def test_every_tool_reports_bad_flags_in_one_line(module, args, expected):
 
 
 def test_every_tool_has_help():
-    for module in ("vgg_jax.main", "vgg_jax.evaluate", "vgg_jax.predict", "vgg_jax.convert",
-                   "vgg_jax.sweep", "vgg_jax.data.stats", "vgg_jax.models"):
+    for module in ("vgg_jax.main", "vgg_jax.inference.evaluate", "vgg_jax.inference.predict", "vgg_jax.store.convert",
+                   "vgg_jax.training.sweep", "vgg_jax.data.stats", "vgg_jax.models"):
         res = _run(module, "--helpshort")
         assert res.returncode == 0 and "--" in res.stdout, (module, res.stderr[-1000:])

@@ -62,7 +62,7 @@ def test_depth_study_cell_reruns_and_resumes(image_folder, tmp_path):
 def test_seeds_average_and_divergence_is_recorded(tiny_config, tmp_path):
     """Two seeds of a setting give a mean and spread; a diverging run is a row, not a crash;
     an interrupted (unfinished) run resumes from its checkpoint."""
-    from vgg_jax import sweep as sweep_lib
+    from vgg_jax.training import sweep as sweep_lib
     tiny_config.num_train_steps = 4
     tiny_config.eval_every_steps = 0
     tiny_config.eval_every_epochs = 1000
@@ -72,7 +72,7 @@ def test_seeds_average_and_divergence_is_recorded(tiny_config, tmp_path):
     # An interrupted first run: a checkpoint at step 2, no result yet.
     partial = sweep_lib.run_config(tiny_config, runs[0])
     partial.num_train_steps = 2
-    from vgg_jax import train
+    from vgg_jax.training import train
     train.train_and_evaluate(partial, os.path.join(workdir, "A-seed0"))
     rows = sweep_lib.execute(tiny_config, runs, workdir)
     assert [r["status"] for r in rows] == ["done", "done", "diverged", "done"]
@@ -115,7 +115,8 @@ def test_bad_sweep_input_is_one_line_before_work(image_folder, tmp_path):
 def test_every_study_is_a_valid_grid(study, tmp_path):
     """Each committed study names distinct runs whose overrides are real config fields, and
     init_from points at a run that trains earlier in the same sweep."""
-    from vgg_jax import models, sweep as sweep_lib
+    from vgg_jax import models
+    from vgg_jax.training import sweep as sweep_lib
     import importlib.util
     spec = importlib.util.spec_from_file_location("study", study)
     module = importlib.util.module_from_spec(spec)

@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from vgg_jax import checkpoints, events, train, transfer
+from vgg_jax.store import checkpoints, transfer
+from vgg_jax.training import events, train
 from vgg_jax.data import pipeline, sources
 from vgg_jax.errors import UserError
-from vgg_jax.record import ModelRecord
+from vgg_jax.store.record import ModelRecord
 
 from conftest import ROOT
 
@@ -112,7 +113,7 @@ import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count={devices}"
 import sys; sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
 from configs import default
-from vgg_jax import train
+from vgg_jax.training import train
 c = default.get_config()
 c.update(dict(arch="vgg11_bn", width=1/16, fc_width=32, num_classes=3, dropout_rate=0.0,
               dataset="imagefolder:{image_folder}", data_dir="{data_dir}", eval_split="test",
@@ -254,7 +255,7 @@ def test_quiet_steps_copy_nothing_from_the_devices(tiny_config, tmp_path, monkey
     import jax
     import jax.numpy as jnp
     from jax._src.array import ArrayImpl
-    from vgg_jax import preemption
+    from vgg_jax.parallel import preemption
 
     seen = {"quiet": False, "quiet_steps": 0, "copies": 0}
     real_guard, real_value = jax.transfer_guard_device_to_host, ArrayImpl._value

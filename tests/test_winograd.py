@@ -1,12 +1,12 @@
-"""Winograd F(2x2, 3x3) with C++ tile transforms (vgg_jax.winograd): XLA's values and
-gradients, and the layers vgg_jax.conv routes to it."""
+"""Winograd F(2x2, 3x3) with C++ tile transforms (vgg_jax.compute.winograd): XLA's values and
+gradients, and the layers vgg_jax.compute.conv routes to it."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_jax import conv, onednn, winograd
+from vgg_jax.compute import conv, onednn, winograd
 
 pytestmark = pytest.mark.skipif(not winograd.available(),
                                 reason="needs the kernels built (python -m vgg_jax.onednn)")

@@ -12,7 +12,8 @@ SCRIPT = """
 import os, sys
 import vgg_jax
 import jax, jax.numpy as jnp, numpy as np
-from vgg_jax import metrics, models
+from vgg_jax.training import metrics
+from vgg_jax import models
 model = models.create_model("vgg11_bn", num_classes=10, width=0.25, fc_width=64)
 x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
 y = jnp.arange(4) % 10

@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 # XLA:CPU routes every convolution through XNNPACK fusions by default, which run VGG's
 # weight-gradient convolutions about 10x slower (../benchmarks); switching them off makes
 # CPU training about 3x faster. Where vgg_jax's oneDNN kernels take the convolutions (x86-64,
-# vgg_jax.onednn), its reductions and its single matrix products go to YNN
+# vgg_jax.compute.onednn), its reductions and its single matrix products go to YNN
 # ("individual_dot,reduce"): XLA's own reductions wrote out the squares of fc6's gradient for
 # the gradient norm, and pooled slowly (VGG-16 224/8 bfloat16 training 1.10x, A/4 at 32/128
 # 1.22x faster); its own dots ran fc6-fc8 at a quarter of the matmul peak (VGG-16 32/128

@@ -3,7 +3,7 @@
 Each tool defines its flags in a ``define_flags()`` (absl; ``--help`` lists them) and a
 ``main(argv)``, and ends with ``cli.run(main, define_flags)``. Then every tool reports bad
 input the same way: a bad flag or ``--config.x=`` override, a config field out of range
-(``vgg_jax.schema``) or any ``UserError`` prints ``error: ...`` lines (one per problem) and
+(``vgg_jax.training.schema``) or any ``UserError`` prints ``error: ...`` lines (one per problem) and
 exits with 2; ``Preempted`` prints its message and exits with 75.
 """
 
@@ -20,6 +20,8 @@ from absl import app, flags, logging
 from vgg_jax.errors import PREEMPTED_EXIT_CODE, Preempted, UserError
 
 USAGE_EXIT_CODE = 2
+EMA_FLAG_HELP = ("Use the moving-average weights of a checkpoint trained with ema_decay; "
+                 "--noema: its trained weights.")
 
 
 def setup_logging() -> None:

@@ -8,15 +8,17 @@ values, a non-finite loss, a checkpoint that could not be written); 75 when stop
 SIGTERM after writing a checkpoint (rerun to resume).
 """
 
-if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.hugepages)
-    from vgg_jax import hugepages
+if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.compute.hugepages)
+    from vgg_jax.compute import hugepages
     hugepages.restart()
 
-import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
 from absl import flags
 from ml_collections import config_flags
 
-from vgg_jax import cli, distributed, schema, train
+import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
+from vgg_jax import cli
+from vgg_jax.parallel import distributed
+from vgg_jax.training import schema, train
 
 FLAGS = flags.FLAGS
 

@@ -67,7 +67,7 @@ def pca_shift(seed: tf.Tensor, std: float) -> tf.Tensor:
     """AlexNet's colour shift for one image: eigvec @ (alpha * eigval), alpha ~ N(0, std).
 
     An RGB offset (3,) in the 0-255 range, added to every pixel where the batch is
-    normalised (on the device, see ``vgg_jax.steps.normalize``).
+    normalised (on the device, see ``vgg_jax.training.steps.normalize``).
     """
     alpha = tf.random.stateless_normal([3], seed, stddev=std)
     eigval = tf.constant(IMAGENET_PCA_EIGVAL, tf.float32) * 255.0

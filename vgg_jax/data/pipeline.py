@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow.python.eager import context  # the global seed has no public getter
 
-from vgg_jax import sharding
+from vgg_jax.parallel import sharding
 from vgg_jax.data import augment
 
 Batch = dict[str, np.ndarray]

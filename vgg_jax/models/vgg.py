@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.layers import (FC6, Conv, fc_dot_general, local_response_norm,  # noqa: F401
+from vgg_jax.models.layers import (FC6, Conv, fc_dot_general, local_response_norm,  # noqa: F401
                             max_pool_2x2)
 
 Array = Any
@@ -146,7 +146,7 @@ class VGG(nn.Module):
         weights directly is both faster and more precise than rounding them to bf16 every step
         (on CPU the rounding passes cost 0.2 s of a 2 s VGG-16 224/8 step).
       bn_axis_name: pmap axis over which BatchNorm statistics are averaged in training.
-      conv_algorithm: how the convolutions are computed (``vgg_jax.conv``): 'auto' picks per
+      conv_algorithm: how the convolutions are computed (``vgg_jax.compute.conv``): 'auto' picks per
         layer (and lets oneDNN take fc6-fc8's products on CPU: ``layers.fc_dot_general``);
         'xla' keeps every one a plain ``lax.conv_general_dilated`` and fc6-fc8 XLA's dots
         (what exporters want).
@@ -173,7 +173,7 @@ class VGG(nn.Module):
 
     def _record(self, name: str, x: Array) -> Array:
         # One sown dict, so that feature names may equal the submodules' names (conv1_1).
-        # Returns x, so that an interceptor (vgg_jax.explain) can stand in for the activation.
+        # Returns x, so that an interceptor (vgg_jax.inference.explain) can stand in for the activation.
         self.sow("intermediates", "layers", x, init_fn=dict, reduce_fn=lambda d, v: {**d, name: v})
         return x
 
@@ -204,7 +204,7 @@ class VGG(nn.Module):
         for b, block in enumerate(spec.blocks, start=1):
             for i, (channels, kernel) in enumerate(block, start=1):
                 name = f"{b}_{i}"
-                # How each convolution is computed (oneDNN, XLA, im2col, Winograd): vgg_jax.conv.
+                # How each convolution is computed (oneDNN, XLA, im2col, Winograd): vgg_jax.compute.conv.
                 x = Conv(max(1, round(channels * self.width)), kernel, conv_init,
                          relu=not spec.batch_norm, training=train,
                          algorithm=self.conv_algorithm, dtype=self.dtype,

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vgg_jax import conv
+from vgg_jax.compute import conv
 
 Array = Any
 
@@ -89,7 +89,7 @@ class Conv(nn.Module):
     """A VGG convolution: stride 1, "SAME" padding, bias, then ReLU if ``relu``.
 
     Its parameters are ``nn.Conv``'s (``kernel`` HWIO, ``bias``), made in the same order
-    from the same random streams; ``vgg_jax.conv.convolve_bias`` computes it (on CPU by one
+    from the same random streams; ``vgg_jax.compute.conv.convolve_bias`` computes it (on CPU by one
     fused oneDNN pass, where its kernels are built).
     """
 
@@ -118,7 +118,7 @@ _PLAIN_PRODUCT = (((1,), (0,)), ((), ()))  # dot_general's numbers for (N, K) x 
 def fc_dot_general(algorithm: str = "auto") -> Callable:
     """The ``lax.dot_general`` fc6-fc8 use (flax's ``nn.Dense(dot_general=...)``).
 
-    With ``algorithm`` "auto" (or "onednn"), on CPU where ``vgg_jax.onednn``'s kernels are
+    With ``algorithm`` "auto" (or "onednn"), on CPU where ``vgg_jax.compute.onednn``'s kernels are
     built, a plain (N, K) x (K, M) product of float32 or bfloat16 operands of at least
     ``conv.ONEDNN_MIN_MACS`` is oneDNN's (``onednn.dense``, its gradients too); anything else
     (another algorithm, as exporters ask for; a score map's 4-D input) is XLA's.
@@ -128,7 +128,7 @@ def fc_dot_general(algorithm: str = "auto") -> Callable:
                 and x.ndim == kernel.ndim == 2 and x.dtype == kernel.dtype
                 and preferred_element_type in (None, x.dtype)
                 and conv.dense_uses_onednn(x.shape, kernel.shape, x.dtype)):
-            from vgg_jax import onednn
+            from vgg_jax.compute import onednn
             return onednn.dense(x, kernel)
         return jax.lax.dot_general(x, kernel, dimension_numbers, precision,
                                    preferred_element_type=preferred_element_type)

@@ -1,9 +1,9 @@
 """Compiles ``onednn_ffi.cc`` (oneDNN's calls) and ``winograd.cc`` (Winograd's tile
-transforms) into the one shared library ``vgg_jax.onednn`` loads.
+transforms) into the one shared library ``vgg_jax.compute.onednn`` loads.
 
 Standard library only: ``setup.py`` runs it while pip installs vgg_jax (in pip's build
 environment, where neither vgg_jax's dependencies nor vgg_jax itself can be imported), and
-``vgg_jax.onednn`` runs it on first use when the install could not (no compiler then, a
+``vgg_jax.compute.onednn`` runs it on first use when the install could not (no compiler then, a
 different jaxlib now, an edited source).
 """
 

@@ -13,9 +13,9 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 from absl import logging
 
-from vgg_jax import checkpoints
+from vgg_jax.store import checkpoints
 from vgg_jax.errors import UserError
-from vgg_jax.record import ModelRecord
+from vgg_jax.store.record import ModelRecord
 
 SHALLOW_TO_DEEP_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
 

@@ -19,9 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vgg_jax import models, optim, sharding
-from vgg_jax.metrics import cross_entropy, soft_cross_entropy, topk_correct
-from vgg_jax.mixing import Mixing, mix
+from vgg_jax import models
+from vgg_jax.training import optim
+from vgg_jax.parallel import sharding
+from vgg_jax.training.metrics import cross_entropy, soft_cross_entropy, topk_correct
+from vgg_jax.training.mixing import Mixing, mix
 
 AXIS = sharding.BATCH_AXIS
 

@@ -3,11 +3,11 @@
 ``conv(x, kernel)`` is a stride-1 "SAME" convolution of NHWC ``x`` with an HWIO ``kernel``
 (float32, or bfloat16 accumulated in float32) whose forward pass, input gradient and kernel
 gradient are oneDNN primitives (``kernels/onednn_ffi.cc``); oneDNN picks the kernel for this
-CPU (AVX2, AVX-512, AVX-512 BF16, AMX). ``vgg_jax.conv`` routes to it on CPU. ``dense(x,
+CPU (AVX2, AVX-512, AVX-512 BF16, AMX). ``vgg_jax.compute.conv`` routes to it on CPU. ``dense(x,
 kernel)`` is fc6-fc8's product (and its gradients) by oneDNN's matmul
 (``layers.fc_dot_general`` routes to it); ``taps(x, kernel)`` the convolution of small maps
-as one product per kernel tap (``vgg_jax.conv.taps`` routes to it). The same library holds
-Winograd's C++ tile transforms (``kernels/winograd.cc``), which ``vgg_jax.winograd`` calls
+as one product per kernel tap (``vgg_jax.compute.conv.taps`` routes to it). The same library holds
+Winograd's C++ tile transforms (``kernels/winograd.cc``), which ``vgg_jax.compute.winograd`` calls
 through ``call``.
 
 ``pip install`` compiles the C++ source (``kernels/build.py``, run by ``setup.py``) with the
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from vgg_jax.kernels import build as build_lib
+from vgg_jax.compute.kernels import build as build_lib
 
 Array = Any
 TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
@@ -47,7 +47,7 @@ TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
            "vgg_onednn_matmul": "VggMatmul",
            "vgg_onednn_taps_forward": "VggTapsForward",
            "vgg_onednn_taps_backward": "VggTapsBackward",
-           # Winograd's tile transforms (kernels/winograd.cc: vgg_jax.winograd), built alongside
+           # Winograd's tile transforms (kernels/winograd.cc: vgg_jax.compute.winograd), built alongside
            "vgg_winograd_input": "VggWinogradInput",
            "vgg_winograd_output": "VggWinogradOutput",
            "vgg_winograd_output_gradient": "VggWinogradOutputGradient",
@@ -220,11 +220,11 @@ def blocked_kernel_gradient(x_shape, kernel_shape, dtype) -> bool:
 def _xla_gradient(wrt: int, x: Array, kernel: Array, dy: Array) -> Array:
     """XLA's gradient of the convolution with respect to ``x`` (``wrt`` 0) or ``kernel`` (1).
 
-    The input gradient as ``vgg_jax.conv`` computes it without oneDNN (im2col's on 2x2 maps:
+    The input gradient as ``vgg_jax.compute.conv`` computes it without oneDNN (im2col's on 2x2 maps:
     XLA's own took 1.7 s at 128x2x2x512, im2col's 32 ms); the kernel gradient always XLA's
     convolution's (20 ms there against im2col's 34; on a 2-core AMD EPYC Zen 3).
     """
-    from vgg_jax import conv  # conv imports this module lazily too
+    from vgg_jax.compute import conv  # conv imports this module lazily too
     algorithm = "xla"
     if wrt == 0:
         algorithm = conv.choose(x.shape, kernel.shape, training=True, dtype=x.dtype,
@@ -375,7 +375,7 @@ def _nhwc(a: Array) -> Array:
 
 @jax.custom_vjp
 def taps(x: Array, kernel: Array) -> Array:
-    """``vgg_jax.conv.taps``'s convolution (NHWC x HWIO -> NHWC) in one oneDNN call: one
+    """``vgg_jax.compute.conv.taps``'s convolution (NHWC x HWIO -> NHWC) in one oneDNN call: one
     matrix product per kernel tap and map row, over only the pixels that tap reaches.
 
     The call takes the activations as HWNC (transposed here; between two such layers XLA
@@ -407,8 +407,9 @@ taps.defvjp(_taps_fwd, _taps_bwd)
 
 def main() -> None:
     """CLI: builds the kernels and prints what oneDNN runs for VGG-16's layer shapes here,
-    and how ``vgg_jax.conv`` trains each (oneDNN's convolution, Winograd, ...)."""
-    from vgg_jax import cli, conv
+    and how ``vgg_jax.compute.conv`` trains each (oneDNN's convolution, Winograd, ...)."""
+    from vgg_jax import cli
+    from vgg_jax.compute import conv
     cli.setup_logging()
     try:
         print(f"built: {build()}")

@@ -1,8 +1,8 @@
-"""Training: ``train_and_evaluate``, the host loop around the pmap-ed steps of ``vgg_jax.steps``.
+"""Training: ``train_and_evaluate``, the host loop around the pmap-ed steps of ``vgg_jax.training.steps``.
 
 The loop only dispatches on steps that neither log, evaluate nor save: nothing is copied
 from the devices and nothing waits for them (preemption is agreed on without a collective,
-see ``vgg_jax.preemption``), so the host runs ahead and the devices never idle between
+see ``vgg_jax.parallel.preemption``), so the host runs ahead and the devices never idle between
 steps. ``QUIET_STEP_TRANSFERS`` is the ``jax.transfer_guard_device_to_host`` level on those
 steps: "allow" by default; "disallow" makes any copy there an error on GPU and TPU (JAX's
 CPU backend does not guard device-to-host copies; the tests count them instead).
@@ -25,10 +25,13 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from vgg_jax import checkpoints, models, optim, preemption, schema, steps, transfer
+from vgg_jax.store import checkpoints, transfer
+from vgg_jax import models
+from vgg_jax.training import optim, schema, steps
+from vgg_jax.parallel import preemption
 from vgg_jax.data import pipeline, sources
 from vgg_jax.errors import NonFiniteError, Preempted, UserError
-from vgg_jax.record import ModelRecord, module_options
+from vgg_jax.store.record import ModelRecord, module_options
 
 QUIET_STEP_TRANSFERS = "allow"
 

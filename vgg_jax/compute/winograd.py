@@ -3,7 +3,7 @@ multiplications than a direct 3x3 convolution.
 
 Two implementations of one algorithm, both stride-1 "SAME", NHWC x HWIO, float32:
 - ``conv_bias(x, kernel, bias, relu)``: the tile transforms in C++ (``kernels/winograd.cc``,
-  built and loaded with oneDNN's kernels by ``vgg_jax.onednn``: ``available()``), the 16
+  built and loaded with oneDNN's kernels by ``vgg_jax.compute.onednn``: ``available()``), the 16
   products between them XLA's batched dots; its gradient is the adjoint of the same three
   steps (a transform of the output gradient, which also masks the ReLU and sums the bias
   gradient, two sets of products, a transform back), so training gets the 2.25x too;
@@ -11,7 +11,7 @@ Two implementations of one algorithm, both stride-1 "SAME", NHWC x HWIO, float32
   itself a Winograd convolution, its kernel gradient XLA's direct one).
 Each 2x2 output tile reads a 4x4 input tile: the transformed input and output are 4x the
 size of the map, so on large maps with few channels the extra memory traffic costs more
-than the multiplications save; ``vgg_jax.conv.choose`` picks the layers where it pays.
+than the multiplications save; ``vgg_jax.compute.conv.choose`` picks the layers where it pays.
 Results match a direct convolution to float32 rounding (~1e-6 relative).
 """
 
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax import onednn  # its library holds the transforms (it loads lazily, on first use)
+from vgg_jax.compute import onednn  # its library holds the transforms  it loads lazily, on first use 
 
 Array = Any
 

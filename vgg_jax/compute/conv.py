@@ -3,9 +3,9 @@ Winograd.
 
 ``convolve_bias`` is ``layers.Conv``'s layer (convolution, bias, optional ReLU); ``convolve``
 the convolution alone. They pick, per layer shape (``choose``):
-- on CPU, where ``vgg_jax.onednn``'s kernels are built, float32 3x3 layers on even maps
+- on CPU, where ``vgg_jax.compute.onednn``'s kernels are built, float32 3x3 layers on even maps
   with at least ``WINOGRAD_CPU_MIN_CHANNELS`` channels in and out (VGG's blocks 2-5) by
-  Winograd F(2x2, 3x3) with C++ tile transforms (``vgg_jax.winograd.conv_bias``: 2.25x
+  Winograd F(2x2, 3x3) with C++ tile transforms (``vgg_jax.compute.winograd.conv_bias``: 2.25x
   fewer multiplications, in training too), on maps of at least
   ``WINOGRAD_CPU_MIN_TRAINING_MAP`` pixels a side in training and
   ``WINOGRAD_CPU_MIN_INFERENCE_MAP`` in inference. A layer's forward pass and both
@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax import winograd
+from vgg_jax.compute import winograd
 
 Array = Any
 
@@ -137,7 +137,7 @@ def _product_uses_onednn(x_shape, kernel_shape, dtype, backend: str | None = Non
     if not (ONEDNN and _worth_onednn(macs, dtype, backend or jax.default_backend())
             and _onednn_available()):
         return False
-    from vgg_jax import onednn
+    from vgg_jax.compute import onednn
     return onednn.has_kernels(dtype)
 
 
@@ -148,7 +148,7 @@ def _worth_onednn(macs: int, dtype, backend: str) -> bool:
 
 
 def _onednn_available() -> bool:
-    from vgg_jax import onednn  # imported late: it builds its kernels on first use
+    from vgg_jax.compute import onednn  # imported late: it builds its kernels on first use
     return onednn.available()
 
 
@@ -156,7 +156,7 @@ def _onednn_kernel(x_shape, kernel_shape, dtype) -> str:
     """oneDNN's JIT kernel for this convolution on this CPU (e.g. ``brgconv:avx512_core``),
     or "" where it has only its slow reference code or none at all (bfloat16 on a CPU
     without AVX-512: AVX2 has none)."""
-    from vgg_jax import onednn
+    from vgg_jax.compute import onednn
     impl = onednn.implementation(x_shape, kernel_shape, dtype)
     usable = impl and not impl.startswith("ref") and onednn.has_kernels(dtype)
     return impl if usable else ""
@@ -188,11 +188,11 @@ def _route(x: Array, kernel: Array, algorithm: str, training: bool,
     if algorithm == "winograd" and tuple(kernel.shape[:2]) != (3, 3):
         raise ValueError(f"Winograd F(2x2, 3x3) needs a 3x3 kernel, got {kernel.shape}.")
     if algorithm == "onednn":
-        from vgg_jax import onednn
+        from vgg_jax.compute import onednn
         if not (onednn.available()
                 and onednn.supports(x.dtype, kernel.dtype, None if bias is None else bias.dtype)):
             raise ValueError(f"oneDNN convolutions need the built kernels (python -m "
-                             f"vgg_jax.onednn) and float32 or bfloat16 operands of one dtype.")
+                             f"vgg_jax.compute.onednn) and float32 or bfloat16 operands of one dtype.")
     return kernel, algorithm
 
 
@@ -209,7 +209,7 @@ def convolve(x: Array, kernel: Array, algorithm: str = "auto", training: bool = 
         return winograd.xla_conv(x, kernel)
     if algorithm == "taps":
         return taps(x, kernel)
-    from vgg_jax import onednn
+    from vgg_jax.compute import onednn
     return onednn.conv(x, kernel)
 
 
@@ -223,7 +223,7 @@ def convolve_bias(x: Array, kernel: Array, bias: Array, relu: bool = False,
     """
     kernel, algorithm = _route(x, kernel, algorithm, training, bias)
     if algorithm == "onednn":
-        from vgg_jax import onednn
+        from vgg_jax.compute import onednn
         return onednn.conv_bias(x, kernel, bias, relu)
     if algorithm == "winograd" and _winograd_cpu(x, kernel, bias):
         return winograd.conv_bias(x, kernel, bias, relu)
@@ -260,7 +260,7 @@ def taps(x: Array, kernel: Array) -> Array:
     n, h, w, c = x.shape
     kh, kw, _, out = kernel.shape
     if x.dtype == kernel.dtype and _product_uses_onednn((n * h * w, c), (c, out), x.dtype):
-        from vgg_jax import onednn
+        from vgg_jax.compute import onednn
         return onednn.taps(x, kernel)
     total = None
     for ty in range(kh):

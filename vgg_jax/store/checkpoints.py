@@ -19,9 +19,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as cm
 
-from vgg_jax import sharding
+from vgg_jax.parallel import sharding
 from vgg_jax.errors import CheckpointError, UserError
-from vgg_jax.record import ModelRecord
+from vgg_jax.store.record import ModelRecord
 
 BEST_METRIC = "eval_top1"
 _OPEN_ATTEMPTS = 5
