@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 
-from vgg_jax import models  # noqa: E402   JAX itself is imported only by the JAX worker 
+from vgg_jax import models  # noqa: E402  (JAX itself is imported only by the JAX worker)
 
 
 @dataclasses.dataclass(frozen=True)

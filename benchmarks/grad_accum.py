@@ -82,10 +82,11 @@ def main():
             run["times"].append((time.time() - start) / args.steps)
             print(f"round {r + 1}: k={k} {args.batch / run['times'][-1]:.1f} images/s",
                   flush=True)
-    steps.ACCUMULATION = "scan"  # the accelerators' path, compiled for its memory alone
     state, key = steps.initial_state(model, tx, args.image_size, 0)
     p_scan, _ = steps.pmap_steps(model, tx, schedule, config.mean_rgb, config.std_rgb,
-                                 steps.StepOptions(grad_accum_steps=args.accum))
+                                 # the accelerators' path, compiled for its memory alone
+                                 steps.StepOptions(grad_accum_steps=args.accum,
+                                                   accumulation="scan"))
     scan_peak = peak_bytes(p_scan.lower(state, batch, key).compile())
     one, many = runs[1], runs[args.accum]
     rate = {k: args.batch / np.median(run["times"]) for k, run in runs.items()}

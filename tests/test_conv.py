@@ -1,5 +1,7 @@
-"""How convolutions are computed (vgg_jax.compute.conv): every route gives XLA's values and gradients."""
+"""How convolutions are computed (vgg_jax.compute.conv): every route gives XLA's values and
+gradients."""
 
+import dataclasses
 import functools
 
 import jax
@@ -7,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgg_jax.compute import conv, onednn
 from vgg_jax import models
+from vgg_jax.compute import conv, onednn, xla
+from vgg_jax.compute.modules import fast
+from vgg_jax.compute.options import DEFAULT, ComputeOptions
 
 
 @pytest.mark.parametrize("hw,cin,kernel,algorithm", [
@@ -26,8 +30,7 @@ def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
     x = jax.random.normal(jax.random.key(0), (2, *hw, cin))
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, 5)) / (3 * cin ** 0.5)
     if algorithm != "winograd" or min(hw) >= 28:
-        assert conv.choose(x.shape, w.shape, backend="cpu", onednn=False) == algorithm
-    assert conv.choose(x.shape, w.shape, backend="gpu") in ("im2col", "xla")
+        assert conv.choose(x.shape, w.shape, onednn_ok=False) == algorithm
 
     reference = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1),
                                   padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -60,9 +63,9 @@ def test_taps_match_xla(n, hw, cin, kernel, cout, dtype):
     reference = lambda x, w: jax.lax.conv_general_dilated(  # noqa: E731
         f32(x), f32(w), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     ours = lambda x, w: conv.convolve(x, w, "taps")  # noqa: E731
-    by_onednn = conv._product_uses_onednn((x.size // cin, cin), (cin, cout), x.dtype)
+    by_onednn = conv._product_uses_onednn((x.size // cin, cin), (cin, cout), x.dtype, DEFAULT)
     assert by_onednn == ("vgg_onednn_taps" in str(jax.make_jaxpr(ours)(x, w)))
-    if n * hw[0] * hw[1] * cin * cout >= conv.ONEDNN_MIN_MACS and onednn.has_kernels(dtype):
+    if n * hw[0] * hw[1] * cin * cout >= DEFAULT.onednn_min_macs and onednn.has_kernels(dtype):
         assert by_onednn
     y = ours(x, w)
     assert y.dtype == x.dtype and y.shape == (n, *hw, cout)
@@ -83,21 +86,21 @@ def test_convolution_rejects_unknown_algorithms():
         conv.convolve(x, w, "fft")
 
 
-def test_inference_with_winograd_matches_direct_convolution(monkeypatch):
+def test_inference_with_winograd_matches_direct_convolution():
     """VGG-11's blocks 3-4 at 112x112 (28-pixel maps, 256-512 channels) take Winograd in
     inference on CPU; features agree with XLA's direct convolutions to float32 rounding."""
-    monkeypatch.setattr(conv, "ONEDNN", False)  # the rules without oneDNN
+    without_onednn = ComputeOptions(onednn=False)  # the rules without oneDNN
     model = models.create_model("vgg11", include_top=False)
     x = jax.random.uniform(jax.random.key(0), (2, 112, 112, 3))
     variables = model.init(jax.random.key(1), x)
-    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu", onednn=False) == "winograd"
-    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu",
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), onednn_ok=False) == "winograd"
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), onednn_ok=False,
                        training=True) == "xla"
-    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), backend="cpu",
+    assert conv.choose((2, 28, 28, 256), (3, 3, 256, 512), onednn_ok=False,
                        dtype=jnp.bfloat16) == "xla"
-    with_winograd = jax.jit(model.apply)(variables, x)
-    monkeypatch.setattr(conv, "WINOGRAD_MIN_CHANNELS", 10 ** 9)
-    direct = jax.jit(model.apply)(variables, x)
+    with_winograd = jax.jit(fast(model, options=without_onednn).apply)(variables, x)
+    direct = jax.jit(fast(model, options=dataclasses.replace(
+        without_onednn, xla_winograd_min_channels=10 ** 9)).apply)(variables, x)
     assert float(jnp.abs(direct).max()) > 0
     assert not np.array_equal(with_winograd, direct)  # the two routes really differ
     np.testing.assert_allclose(with_winograd, direct, rtol=1e-4,
@@ -109,10 +112,10 @@ def test_large_kernels_are_cut_to_what_the_map_reaches():
     with its centre 5x5; from 4x4 on, with all of it. Nothing 3x3-specific (Winograd) is
     applied to 5x5 and 7x7 kernels."""
     w = jnp.arange(7 * 7, dtype=jnp.float32).reshape(7, 7, 1, 1)
-    assert conv.effective_kernel(w, 2, 2).shape[:2] == (3, 3)
-    np.testing.assert_array_equal(conv.effective_kernel(w, 2, 2), w[2:5, 2:5])
-    assert conv.effective_kernel(w, 3, 1).shape[:2] == (5, 1)
-    assert conv.effective_kernel(w, 4, 9) is w
+    assert xla.effective_kernel(w, 2, 2).shape[:2] == (3, 3)
+    np.testing.assert_array_equal(xla.effective_kernel(w, 2, 2), w[2:5, 2:5])
+    assert xla.effective_kernel(w, 3, 1).shape[:2] == (5, 1)
+    assert xla.effective_kernel(w, 4, 9) is w
     for k in (5, 7):
         for side in (14, 28, 56):
-            assert conv.choose((8, side, side, 512), (k, k, 512, 512), backend="cpu", onednn=False) == "xla"
+            assert conv.choose((8, side, side, 512), (k, k, 512, 512), onednn_ok=False) == "xla"

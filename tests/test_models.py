@@ -1,5 +1,6 @@
 """The model zoo against Table 1 and Table 2 of the paper, and its dense/feature/BN behaviour."""
 
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from vgg_jax import models
+from vgg_jax.compute import modules as compute
 from vgg_jax.store import transfer
 
 PARAMS = {  # Table 2 exact counts, 1000 classes at 224x224 (../shared/reference/vgg_facts.md)
@@ -157,24 +159,28 @@ def test_bf16_compute_with_float32_params():
     assert model.apply(variables, x).dtype == jnp.bfloat16
 
 
-def _fc_product_dtypes(model, variables, x) -> list[str]:
-    """The operand dtypes of the matrix products with fc6-fc8's kernels, in order."""
-    jaxpr = jax.make_jaxpr(lambda v: model.apply(v, x))(variables).jaxpr
-    shapes = [variables["params"][f"fc{i}"]["kernel"].shape for i in (6, 7, 8)]
-    return [str(e.invars[1].aval.dtype) for e in jaxpr.eqns
-            if e.primitive.name == "dot_general" and e.invars[1].aval.shape in shapes]
+def _fc_product_dtypes(model, variables, x, platform: str) -> list[str]:
+    """The result dtypes of the matrix products with fc6-fc8's kernels, in order, in the
+    program lowered for ``platform``."""
+    text = jax.jit(lambda v: model.apply(v, x)).trace(variables).lower(
+        lowering_platforms=(platform,)).as_text()
+    widths = [variables["params"][f"fc{i}"]["kernel"].shape[1] for i in (6, 7, 8)]
+    products = re.findall(r"stablehlo.dot_general.*-> tensor<2x(\d+)x(\w+)>", text)
+    return [dtype for width, dtype in products if int(width) in widths]
 
 
-def test_bf16_fc_layers_multiply_the_float32_weights():
-    """Memory-bound at VGG's batch sizes: fc6-fc8 read their float32 kernels directly under
-    bf16 mixed precision (unless fc_dtype says otherwise); the logits are still bf16."""
+def test_bf16_fc_layers_multiply_the_float32_weights_on_cpu():
+    """Memory-bound at VGG's batch sizes: on the CPU, ``compute``'s fc6-fc8 read their
+    float32 kernels directly under bf16 mixed precision; on accelerators, and in the plain
+    model, they multiply in bf16. The logits are bf16 either way."""
     x = jnp.ones((2, 32, 32, 3))
     model = _tiny(dtype=jnp.bfloat16)
     variables = model.init(jax.random.key(0), x)
-    assert _fc_product_dtypes(model, variables, x) == ["float32"] * 3
-    rounded = _tiny(dtype=jnp.bfloat16, fc_dtype=jnp.bfloat16)
-    assert _fc_product_dtypes(rounded, variables, x) == ["bfloat16"] * 3
-    a, b = model.apply(variables, x), rounded.apply(variables, x)
+    fast = compute.fast(model)
+    assert _fc_product_dtypes(fast, variables, x, "cpu") == ["f32"] * 3
+    assert _fc_product_dtypes(fast, variables, x, "cuda") == ["bf16"] * 3
+    assert _fc_product_dtypes(model, variables, x, "cpu") == ["bf16"] * 3
+    a, b = fast.apply(variables, x), model.apply(variables, x)
     assert a.dtype == b.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=0.05, atol=0.05)
 

@@ -13,8 +13,10 @@ import optax
 import pytest
 
 from conftest import ROOT
-from vgg_jax.compute import conv, onednn
 from vgg_jax import models
+from vgg_jax.compute import conv, onednn
+from vgg_jax.compute.modules import fast
+from vgg_jax.compute.options import DEFAULT, ComputeOptions
 from vgg_jax.compute.kernels import build as build_lib
 
 pytestmark = pytest.mark.skipif(not onednn.available(),
@@ -27,6 +29,14 @@ def _skip_without_kernels(dtype):
                     f"or AMX); test_cpus_without_bfloat16_kernels_keep_xla covers it")
 
 
+def _vgg(algorithm: str = "auto", training: bool = False, options=DEFAULT,
+         **kw) -> models.VGG:
+    """A VGG computed by the plain model's layers ("xla") or ``compute``'s, with every
+    convolution by ``algorithm`` ("auto": the rules)."""
+    model = models.VGG(**kw)
+    return model if algorithm == "xla" else fast(model, training, options, algorithm)
+
+
 def _xla(x, k):
     return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -36,16 +46,16 @@ def test_kernels_are_built_and_pick_a_cpu_kernel():
     assert os.path.exists(onednn.library_path())
     impl = onednn.implementation((2, 14, 14, 64), (3, 3, 64, 64))
     assert impl and "ref" not in impl, impl  # a JIT kernel for this ISA, not the reference
-    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu") == "onednn"
-    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="gpu") == "xla"
+    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64)) == "onednn"
     # Too little work per call for oneDNN's fixed cost: the rules without it.
-    assert conv.choose((8, 2, 2, 16), (3, 3, 16, 16), backend="cpu") == "im2col"
+    assert conv.choose((8, 2, 2, 16), (3, 3, 16, 16)) == "im2col"
 
 
 def test_small_float32_maps_go_tap_by_tap_on_avx512(monkeypatch):
     """Blocks 4-5 of a 32x32 image (4x4 and 2x2 maps) are convolved tap by tap, in one
     oneDNN call each way and no oneDNN convolution, where oneDNN's convolutions are its
-    AVX-512 ones; bfloat16, larger maps, AVX2 and ``conv.TAPS = False`` keep oneDNN's."""
+    AVX-512 ones; bfloat16, larger maps, AVX2 and ``ComputeOptions(taps=False)`` keep
+    oneDNN's."""
     block5, kernel = (128, 2, 2, 512), (3, 3, 512, 512)
     if "avx512" not in onednn.implementation(block5, kernel):
         pytest.skip("tap by tap only where oneDNN's convolutions are AVX-512 ones")
@@ -61,9 +71,8 @@ def test_small_float32_maps_go_tap_by_tap_on_avx512(monkeypatch):
                                                            jnp.ones(256)))
     assert "vgg_onednn_taps_forward" in jaxpr and "vgg_onednn_taps_backward" in jaxpr
     assert "vgg_onednn_conv" not in jaxpr
-    monkeypatch.setattr(conv, "TAPS", False)
-    assert conv.choose(block5, kernel, training=True) == "onednn"
-    monkeypatch.setattr(conv, "TAPS", True)
+    assert conv.choose(block5, kernel, training=True,
+                       options=ComputeOptions(taps=False)) == "onednn"
     real = onednn.implementation
     monkeypatch.setattr(onednn, "implementation", lambda *a: real(*a).replace(
         "avx512_core", "avx2"))
@@ -78,24 +87,26 @@ def test_cpus_without_bfloat16_kernels_keep_xla(impl, monkeypatch):
     real = onednn.implementation
     monkeypatch.setattr(onednn, "implementation", lambda shape, kshape, dtype=jnp.float32, *a:
                         impl if jnp.dtype(dtype) == jnp.bfloat16 else real(shape, kshape, dtype, *a))
-    bf16 = dict(backend="cpu", dtype=jnp.bfloat16)
+    bf16 = dict(dtype=jnp.bfloat16)
     assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), **bf16) == "xla"
-    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu") == "onednn"
-    assert not conv.dense_uses_onednn((8, 4096), (4096, 4096), jnp.bfloat16, "cpu")
-    assert conv.dense_uses_onednn((8, 4096), (4096, 4096), jnp.float32, "cpu")
+    assert conv.choose((2, 14, 14, 64), (3, 3, 64, 64)) == "onednn"
+    assert not conv.dense_uses_onednn((8, 4096), (4096, 4096), jnp.bfloat16)
+    assert conv.dense_uses_onednn((8, 4096), (4096, 4096), jnp.float32)
     x = jnp.ones((2, 14, 14, 64), jnp.bfloat16)
     with pytest.raises(ValueError, match="no bfloat16 kernels on this CPU"):
         jax.jit(onednn.conv).lower(x, jnp.ones((3, 3, 64, 64), jnp.bfloat16))
     images = jnp.ones((4, 64, 64, 3), jnp.float32)
 
     def jaxpr(dtype):
-        model = models.VGG(arch="vgg11", num_classes=10, width=1 / 8, fc_width=1024,
-                           dtype=dtype, fc_dtype=dtype)
+        model = fast(models.VGG(arch="vgg11", num_classes=10, width=1 / 8, fc_width=1024,
+                                dtype=dtype))
         variables = model.init(jax.random.key(0), images)
         return str(jax.make_jaxpr(lambda v: model.apply(v, images))(variables))
 
     assert "vgg_onednn_conv" in jaxpr(jnp.float32) and "vgg_onednn_matmul" in jaxpr(jnp.float32)
-    assert "vgg_onednn" not in jaxpr(jnp.bfloat16) and "conv_general_dilated" in jaxpr(jnp.bfloat16)
+    # fc6-fc8 multiply the float32 weights under bfloat16 too (by oneDNN's float32 matmul).
+    assert "vgg_onednn_conv" not in jaxpr(jnp.bfloat16)
+    assert "conv_general_dilated" in jaxpr(jnp.bfloat16)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -139,13 +150,13 @@ def test_values_and_gradients_match_xla(shape, dtype):
     (2, 6, 6, 8, 7, 4),
     (4, 2, 2, 32, 3, 16),  # XLA's input gradient here is im2col's
 ])
-def test_fused_bias_and_relu_match_xla(shape, relu, dtype, by_xla, monkeypatch):
+def test_fused_bias_and_relu_match_xla(shape, relu, dtype, by_xla):
     """conv_bias: the convolution, bias and ReLU of one oneDNN pass, and their gradients
     (the ReLU mask from the output, the bias gradient from the kernel-gradient primitive,
     or both by XLA where it computes the kernel gradient; the input gradient by either)."""
     _skip_without_kernels(dtype)
-    monkeypatch.setattr(onednn, "KERNEL_GRADIENT", "xla" if "kernel" in by_xla else "onednn")
-    monkeypatch.setattr(onednn, "INPUT_GRADIENT", "xla" if "input" in by_xla else "onednn")
+    options = ComputeOptions(kernel_gradient="xla" if "kernel" in by_xla else "onednn",
+                             input_gradient="xla" if "input" in by_xla else "onednn")
     n, h, w, c, k, o = shape
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(n, h, w, c)), dtype)
@@ -158,7 +169,7 @@ def test_fused_bias_and_relu_match_xla(shape, relu, dtype, by_xla, monkeypatch):
         y = _xla(x, kernel) + bias
         return jax.nn.relu(y) if relu else y
 
-    y, vjp = jax.vjp(lambda *a: onednn.conv_bias(*a, relu), x, kernel, bias)
+    y, vjp = jax.vjp(lambda *a: onednn.conv_bias(*a, relu, options), x, kernel, bias)
     want, want_vjp = jax.vjp(want_fn, f32(x), f32(kernel), f32(bias))
     if relu:
         assert float(y.min()) == 0.0
@@ -188,11 +199,10 @@ def test_gradients_by_xla_where_onednn_has_only_its_avx2_kernels(monkeypatch):
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(2, 12, 12, 16)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 8)) * 0.1, jnp.float32)
-    loss = lambda x, k: (onednn.conv(x, k) ** 2).sum()  # noqa: E731
     grads = {}
     for who in ("onednn", "xla"):
-        for name in ("KERNEL_GRADIENT", "INPUT_GRADIENT"):
-            monkeypatch.setattr(onednn, name, who)
+        options = ComputeOptions(kernel_gradient=who, input_gradient=who)
+        loss = lambda x, k: (onednn.conv(x, k, options) ** 2).sum()  # noqa: E731
         jaxpr = str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, kernel))
         assert ("vgg_onednn_conv_backward_weights" in jaxpr) == (who == "onednn")
         assert ("vgg_onednn_conv_backward_data" in jaxpr) == (who == "onednn")
@@ -209,8 +219,9 @@ def test_kernel_gradients_of_large_maps_read_onednns_blocked_layout(monkeypatch)
     monkeypatch.setattr(onednn, "implementation",
                         lambda x, k, dtype, op: impl[jnp.dtype(dtype).name])
 
-    def blocked(n, side, c, o, k=3, dtype=jnp.float32):
-        return onednn.blocked_kernel_gradient((n, side, side, c), (k, k, c, o), dtype)
+    def blocked(n, side, c, o, k=3, dtype=jnp.float32, layout="auto"):
+        return onednn.blocked_kernel_gradient((n, side, side, c), (k, k, c, o), dtype,
+                                              ComputeOptions(kernel_gradient_layout=layout))
 
     assert blocked(8, 112, 128, 128) and blocked(8, 56, 256, 256) and blocked(8, 112, 64, 128)
     assert blocked(2, 48, 128, 128)
@@ -220,20 +231,18 @@ def test_kernel_gradients_of_large_maps_read_onednns_blocked_layout(monkeypatch)
     assert not blocked(8, 56, 256, 256, dtype=jnp.bfloat16)
     impl["float32"] = "jit:avx2"
     assert not blocked(8, 56, 256, 256)
-    monkeypatch.setattr(onednn, "KERNEL_GRADIENT_LAYOUT", "blocked")
-    assert blocked(2, 4, 8, 8, k=1)
-    monkeypatch.setattr(onednn, "KERNEL_GRADIENT_LAYOUT", "nhwc")
-    assert not blocked(8, 56, 256, 256)
+    assert blocked(2, 4, 8, 8, k=1, layout="blocked")
+    assert not blocked(8, 56, 256, 256, layout="nhwc")
     monkeypatch.undo()
     rng = np.random.default_rng(5)
     x = jnp.asarray(rng.normal(size=(2, 12, 12, 32)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(3, 3, 32, 48)) * 0.1, jnp.float32)
     bias = jnp.asarray(rng.normal(size=(48,)), jnp.float32)
-    losses = (lambda x, k, b: (onednn.conv_bias(x, k, b, True) ** 2).sum(),
-              lambda x, k, b: (onednn.conv(x, k) ** 2).sum())
     grads = {}
     for layout in ("nhwc", "blocked"):
-        monkeypatch.setattr(onednn, "KERNEL_GRADIENT_LAYOUT", layout)
+        options = ComputeOptions(kernel_gradient_layout=layout)
+        losses = (lambda x, k, b: (onednn.conv_bias(x, k, b, True, options) ** 2).sum(),
+                  lambda x, k, b: (onednn.conv(x, k, options) ** 2).sum())
         for i, loss in enumerate(losses):
             jaxpr = str(jax.make_jaxpr(jax.grad(loss, (0, 1, 2)))(x, kernel, bias))
             assert f"('blocked', {layout == 'blocked'})" in jaxpr
@@ -266,21 +275,21 @@ def test_fully_connected_products_and_gradients_match_xla(shape, dtype):
 
 
 def test_fc_layers_use_onednn_where_asked():
-    """fc6-fc8 take oneDNN's product under the default algorithm, give XLA's values, and
-    stay XLA's dots for exporters ("xla") and in dense (score map) evaluation."""
+    """fc6-fc8 take oneDNN's product in ``compute``'s layers, give XLA's values, and stay
+    XLA's dots in the plain model (what exporters use) and in dense (score map) evaluation."""
     kw = dict(arch="vgg11", num_classes=256, width=1 / 8, fc_width=512)
     x = jnp.asarray(np.random.default_rng(3).normal(size=(8, 64, 64, 3)), jnp.float32)
     variables = models.VGG(**kw).init(jax.random.key(0), x[:1])
 
     def calls(algorithm, **apply_kw):
-        jaxpr = jax.make_jaxpr(lambda v: models.VGG(**kw, conv_algorithm=algorithm).apply(
+        jaxpr = jax.make_jaxpr(lambda v: _vgg(algorithm, **kw).apply(
             v, x, **apply_kw))(variables)
         return str(jaxpr).count("vgg_onednn_matmul")
 
     assert calls("auto") == 3 and calls("xla") == 0  # fc6 (8x256x512), fc7, fc8 (8x512x256)
     assert calls("auto", dense=True) == 0
     def loss(algorithm):
-        model = models.VGG(**kw, conv_algorithm=algorithm)
+        model = _vgg(algorithm, training=True, **kw)
         return lambda v: (model.apply(v, x) ** 2).mean()
 
     ours, want = jax.grad(loss("auto"))(variables), jax.grad(loss("xla"))(variables)
@@ -300,10 +309,10 @@ def test_vmap_gives_each_examples_gradient():
                                    jax.vmap(jax.grad(loss(_xla)))(x), rtol=1e-5, atol=1e-5)
 
 
-def _train(algorithm: str, dtype=jnp.float32, steps: int = 8, arch: str = "vgg11_bn"
-           ) -> list[float]:
-    model = models.VGG(arch=arch, num_classes=5, width=1 / 8, fc_width=32,
-                       dropout_rate=0.0, dtype=dtype, conv_algorithm=algorithm)
+def _train(algorithm: str, dtype=jnp.float32, steps: int = 8, arch: str = "vgg11_bn",
+           options: ComputeOptions = DEFAULT) -> list[float]:
+    model = _vgg(algorithm, training=True, options=options, arch=arch, num_classes=5, width=1 / 8, fc_width=32,
+                 dropout_rate=0.0, dtype=dtype)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(16, 32, 32, 3)), jnp.float32)
     y = jnp.asarray(np.arange(16) % 5)
@@ -353,14 +362,14 @@ def test_training_by_winograd_gives_xlas_loss_curve():
         np.testing.assert_allclose(ours, xla, rtol=1e-4)
 
 
-def test_training_gives_xlas_loss_curve(monkeypatch):
-    monkeypatch.setattr(conv, "ONEDNN_MIN_MACS", 0)  # fc6-fc8 too (tiny here) go to oneDNN
-    xla, ours = _train("xla"), _train("onednn")
+def test_training_gives_xlas_loss_curve():
+    everything = ComputeOptions(onednn_min_macs=0)  # fc6-fc8 too (tiny here) go to oneDNN
+    xla, ours = _train("xla"), _train("onednn", options=everything)
     assert ours[-1] < ours[0]  # it learns
     np.testing.assert_allclose(ours, xla, rtol=1e-4)
     if not onednn.has_kernels(jnp.bfloat16):
         return  # no bfloat16 kernels on this CPU (test_cpus_without_bfloat16_kernels_keep_xla)
-    bf16 = _train("onednn", jnp.bfloat16)
+    bf16 = _train("onednn", jnp.bfloat16, options=everything)
     # bfloat16 follows float32 within its precision at first, then on its own path down (at
     # this learning rate XLA's own bfloat16 run is 3-4% off float32 by the third step).
     np.testing.assert_allclose(bf16[:2], xla[:2], rtol=5e-2)
@@ -412,11 +421,12 @@ def test_fallback_without_the_kernels(tmp_path):
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     res = _python("""
         import jax, jax.numpy as jnp
-        from vgg_jax.compute import conv, onednn
         from vgg_jax import models
+        from vgg_jax.compute import conv, onednn
+        from vgg_jax.compute.modules import fast
         print("available", onednn.available())
-        print("route", conv.choose((2, 14, 14, 64), (3, 3, 64, 64), backend="cpu"))
-        m = models.VGG(arch="vgg11", num_classes=3, width=1 / 16, fc_width=8)
+        print("route", conv.choose((2, 14, 14, 64), (3, 3, 64, 64)))
+        m = fast(models.VGG(arch="vgg11", num_classes=3, width=1 / 16, fc_width=8))
         v = m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
         print("logits", m.apply(v, jnp.ones((2, 32, 32, 3))).shape)
         """, cwd=tmp_path, PYTHONPATH=str(tmp_path / "src"),
@@ -425,16 +435,17 @@ def test_fallback_without_the_kernels(tmp_path):
     assert res.stdout.split("\n")[:3] == ["available False", "route xla", "logits (2, 3)"]
     warnings = [ln for ln in res.stderr.splitlines() if "oneDNN kernels unavailable" in ln]
     assert len(warnings) == 1 and "no C++ compiler" in warnings[0], res.stderr[-1500:]
-    off = _python("from vgg_jax import onednn; print(onednn.available())", VGG_JAX_NO_ONEDNN="1")
+    off = _python("from vgg_jax.compute import onednn; print(onednn.available())",
+                  VGG_JAX_NO_ONEDNN="1")
     assert off.stdout.strip() == "False"
 
 
 def test_cli_prints_the_kernels_it_runs_here():
-    res = subprocess.run([sys.executable, "-m", "vgg_jax.compute.onednn"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-m", "vgg_jax.compute"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-1500:]
     lines = res.stdout.strip().splitlines()
     assert lines[0] == f"built: {onednn.library_path()}"
-    assert len(lines) == 7 and all(": " in ln and ln.split(": ")[1] for ln in lines[1:])
+    assert len(lines) == 8 and all(": " in ln and ln.split(": ")[1] for ln in lines[1:])
     if onednn.has_kernels(jnp.float32):  # blocks 2-5 train by Winograd, block 1 by oneDNN
         assert lines[1].endswith("trains by onednn") and lines[2].endswith("trains by winograd")

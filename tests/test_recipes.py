@@ -201,12 +201,12 @@ def test_ema_after_n_steps_is_the_closed_form():
 
 
 @pytest.mark.parametrize("how", ["scan", "unroll"])
-def test_gradient_accumulation_equals_the_big_batch(how, monkeypatch):
-    monkeypatch.setattr(steps, "ACCUMULATION", how)
+def test_gradient_accumulation_equals_the_big_batch(how):
     config = _config(schedule="constant", learning_rate=0.05)
     batches = [_step_batch(16, seed=i) for i in range(3)]
     big, big_losses = _run_steps(_net(), config, batches)
-    acc, acc_losses = _run_steps(_net(), config, batches, steps.StepOptions(grad_accum_steps=4))
+    acc, acc_losses = _run_steps(_net(), config, batches, steps.StepOptions(grad_accum_steps=4,
+                                                                           accumulation=how))
     np.testing.assert_allclose(acc_losses, big_losses, rtol=1e-5)
     assert_trees(acc[-1].params, big[-1].params, rtol=2e-4, atol=1e-6)
     # With BatchNorm each micro-batch normalises itself: it trains, but is not the big batch.

@@ -246,7 +246,7 @@ def test_config_is_never_written(tiny_config, tmp_path):
 def test_quiet_steps_copy_nothing_from_the_devices(tiny_config, tmp_path, monkeypatch):
     """Steps that neither log, evaluate nor save copy nothing to the host.
 
-    The loop runs such steps under ``jax.transfer_guard_device_to_host(QUIET_STEP_TRANSFERS)``;
+    The loop runs such steps under ``jax.transfer_guard_device_to_host(config.transfer_guard)``;
     JAX's CPU backend does not guard device-to-host copies, so the test counts them where
     every copy to NumPy (``device_get``, ``float()``) reads a device array's value.
     """
@@ -272,7 +272,7 @@ def test_quiet_steps_copy_nothing_from_the_devices(tiny_config, tmp_path, monkey
         seen["copies"] += seen["quiet"]
         return real_value.fget(self)
 
-    monkeypatch.setattr(train, "QUIET_STEP_TRANSFERS", "disallow")
+    tiny_config.transfer_guard = "disallow"
     monkeypatch.setattr(jax, "transfer_guard_device_to_host", guard)
     monkeypatch.setattr(ArrayImpl, "_value", property(value))
     tiny_config.num_train_steps = 12

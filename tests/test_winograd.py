@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vgg_jax.compute import conv, onednn, winograd
+from vgg_jax.compute.options import ComputeOptions
 
 pytestmark = pytest.mark.skipif(not winograd.available(),
                                 reason="needs the kernels built (python -m vgg_jax.onednn)")
@@ -79,9 +80,9 @@ def test_only_float32_3x3_kernels_on_even_maps():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_vgg_layers_with_128_or_more_channels_train_by_winograd(monkeypatch):
+def test_vgg_layers_with_128_or_more_channels_train_by_winograd():
     """Blocks 2-5 of VGG at 224 (and 8x8-16x16 maps of a CIFAR image) train by Winograd on
-    CPU; 64-channel layers, small maps in inference, bfloat16 and ``conv.WINOGRAD = False``
+    CPU; 64-channel layers, small maps in inference, bfloat16 and ``ComputeOptions(winograd=False)``
     keep oneDNN's direct convolution. The training step then holds the transforms' calls
     and no oneDNN convolution for such a layer."""
     if not onednn.has_kernels(jnp.float32):
@@ -103,5 +104,5 @@ def test_vgg_layers_with_128_or_more_channels_train_by_winograd(monkeypatch):
     for target in ("input", "output", "output_gradient", "input_gradient"):
         assert f"vgg_winograd_{target}" in jaxpr
     assert "vgg_onednn_conv" not in jaxpr
-    monkeypatch.setattr(conv, "WINOGRAD", False)
-    assert conv.choose(*block3, training=True) == "onednn"
+    assert conv.choose(*block3, training=True,
+                       options=ComputeOptions(winograd=False)) == "onednn"

@@ -10,7 +10,7 @@ SIGTERM after writing a checkpoint (rerun to resume).
 
 if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.compute.hugepages)
     from vgg_jax.compute import hugepages
-    hugepages.restart()
+    hugepages.restart("vgg_jax.main")
 
 from absl import flags
 from ml_collections import config_flags

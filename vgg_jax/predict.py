@@ -13,7 +13,7 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # first, before anything heavy loads (vgg_jax.compute.hugepages)
     from vgg_jax.compute import hugepages
-    hugepages.restart()
+    hugepages.restart("vgg_jax.predict")
 
 import sys
 from typing import Sequence

@@ -1,23 +1,21 @@
-"""Transparent huge pages for XLA:CPU's buffers: vgg_jax's commands restart themselves once
-with glibc's ``glibc.malloc.hugetlb=1`` tunable.
+"""Transparent huge pages for XLA:CPU's buffers: a command started from the shell
+(``python -m vgg_jax.main`` ...) restarts itself once with glibc's ``glibc.malloc.hugetlb=1``
+tunable.
 
-XLA:CPU allocates a step's buffers afresh every step (VGG-16 224/8 training: ~860 MiB, fc6's
-411 MB weight gradient among them) and glibc maps each large one anew, so every step
-page-faults through all of it in 4 KiB pages: 220k faults a step. With the tunable, glibc
-asks the kernel for 2 MiB pages on those mappings (``madvise(MADV_HUGEPAGE)``, which the
-kernel's usual "madvise" THP mode honours): 900 faults a step. VGG-16 224/8 float32 on a
-2-core AMD EPYC Zen 4 (2026-12-03), the speed suite's vgg_jax measurement in 8 processes
-each way taking turns: training 1.74 -> 1.80 img/s (medians; faster in 7 of the 8 pairs),
-inference unchanged (6.35 / 6.30). TensorFlow's training step faults 5k times (it reuses
-its buffers), PyTorch's 855k (README, "On CPU").
+XLA:CPU allocates a step's buffers afresh every step and glibc maps each large one anew, so
+every step page-faults through all of it in 4 KiB pages; with the tunable glibc asks for
+2 MiB pages on those mappings (``madvise(MADV_HUGEPAGE)``, which the kernel's usual
+"madvise" THP mode honours). What it buys: ``docs/compute.md``.
 
 glibc reads its tunables only when a process starts, hence the restart: ``restart()`` runs
-first in each command (``python -m vgg_jax.main`` etc.), before anything heavy is imported,
-and re-executes the same command line with the tunable added to ``GLIBC_TUNABLES``. It does
-nothing where it cannot help (not Linux with glibc >= 2.35, THP "never" or already
-"always"), where ``GLIBC_TUNABLES`` already sets ``glibc.malloc.hugetlb`` (the user's value
-stands), or with ``VGG_JAX_HUGE_PAGES=0``. For a notebook or your own script, start the
-interpreter with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` yourself.
+first in each command, before anything heavy is imported, and re-executes the same command
+line with the tunable added to ``GLIBC_TUNABLES``. Only a process that the shell started as
+that very command restarts: never one that imported the module or runs the command inside
+another program (Jupyter's ``%run -m``, ``runpy``). It does nothing where it cannot help
+(not Linux with glibc >= 2.35, THP "never" or already "always"), where ``GLIBC_TUNABLES``
+already sets ``glibc.malloc.hugetlb`` (the user's value stands), or with
+``VGG_JAX_HUGE_PAGES=0``. For a notebook or your own script, start the interpreter with
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` yourself.
 """
 
 from __future__ import annotations
@@ -67,11 +65,18 @@ def environment(env: dict | None = None) -> dict:
     return env
 
 
-def restart() -> None:
+def started_as(module: str) -> bool:
+    """Whether the interpreter was started as ``python [options] -m module ...``."""
+    argv = list(getattr(sys, "orig_argv", []))
+    return "-m" in argv and argv.index("-m") + 1 < len(argv) and argv[argv.index("-m") + 1] == module
+
+
+def restart(module: str) -> None:
     """Re-executes this command with the tunable set, if ``environment`` adds it (once: the
-    restarted process finds it set). Call it first in a command's ``__main__``."""
+    restarted process finds it set) and the process was started as ``python -m module``.
+    Call it first in a command's ``__main__`` block, with the command's module name."""
     env = environment()
-    if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES") or not sys.orig_argv:
+    if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES") or not started_as(module):
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -79,6 +84,6 @@ def restart() -> None:
 
 
 if __name__ == "__main__":
-    restart()
+    restart("vgg_jax.compute.hugepages")
     print(f"huge pages: {'on' if active() else 'off'} (THP mode {thp_mode() or 'unknown'}; "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')})")

@@ -29,14 +29,15 @@ import ctypes
 import functools
 import os
 import platform
-import sys
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 from absl import logging
 
+from vgg_jax.compute import xla
 from vgg_jax.compute.kernels import build as build_lib
+from vgg_jax.compute.options import DEFAULT, ComputeOptions
 
 Array = Any
 TARGETS = {"vgg_onednn_conv_forward": "VggConvForward",
@@ -153,30 +154,20 @@ def supports(x_dtype, kernel_dtype, bias_dtype=None) -> bool:
             and (bias_dtype is None or ok(bias_dtype)))
 
 
-# Who computes a convolution's kernel and input gradients: "auto" (``gradient_by_xla``),
-# "onednn" or "xla"; read while tracing (benchmarks/onednn.py --kernel-gradient compares them).
-KERNEL_GRADIENT = "auto"
-INPUT_GRADIENT = "auto"
-# Under "auto", XLA takes the input gradient of maps this small where oneDNN's is AVX2.
-XLA_INPUT_GRADIENT_MAP = 4
-
-
-def gradient_by_xla(op: str, x_shape, kernel_shape, dtype) -> bool:
+def gradient_by_xla(op: str, x_shape, kernel_shape, dtype,
+                    options: ComputeOptions = DEFAULT) -> bool:
     """Whether XLA, not oneDNN, computes gradient ``op`` ("backward_weights" or
     "backward_data") of this convolution.
 
-    Under "auto" (measured on a 2-core AMD EPYC Zen 3, AVX2: ``benchmarks/results/
-    onednn_ops.md`` and ``onednn.md``):
+    ``options.kernel_gradient`` / ``input_gradient`` decide; under "auto" (measurements:
+    ``docs/compute.md``), XLA takes
     - the kernel gradient where oneDNN's primitive for it is its AVX2 one (CPUs without
-      AVX-512: ``jit:avx2`` ran VGG's layers at 0.28-0.76x XLA's speed, conv1_2 at 224/8 in
-      1,544 ms against 438, while oneDNN's forward and input-gradient kernels ran at
-      1.03-1.35x) or its im2col + GEMM fallback (``gemm:jit``, on 2x2 maps: 175 ms against 25
-      at 128x2x2x512; VGG-16 32/128 training 41.1 -> 48.9 img/s);
-    - the input gradient of maps up to ``XLA_INPUT_GRADIENT_MAP`` pixels a side where
-      oneDNN's is AVX2 (VGG-16 32/128 training +3-5%, 10 of 14 rounds in two runs; per
-      primitive the two ran 0.68-1.23x each other from run to run).
+      AVX-512), which is slower than XLA's, or its im2col + GEMM fallback (2x2 maps);
+    - the input gradient of maps up to ``options.xla_input_gradient_map`` pixels a side
+      where oneDNN's is AVX2.
     """
-    choice = {"backward_weights": KERNEL_GRADIENT, "backward_data": INPUT_GRADIENT}[op]
+    choice = {"backward_weights": options.kernel_gradient,
+              "backward_data": options.input_gradient}[op]
     if choice != "auto":
         return choice == "xla"
     impl = implementation(x_shape, kernel_shape, dtype, op)
@@ -184,53 +175,38 @@ def gradient_by_xla(op: str, x_shape, kernel_shape, dtype) -> bool:
         return True
     if not impl.endswith(":avx2"):
         return False
-    return op == "backward_weights" or min(x_shape[1:3]) <= XLA_INPUT_GRADIENT_MAP
+    return op == "backward_weights" or min(x_shape[1:3]) <= options.xla_input_gradient_map
 
 
-# How oneDNN's kernel gradient reads the activations: "auto" (``blocked_kernel_gradient``),
-# "blocked" or "nhwc"; read while tracing (benchmarks/onednn.py --blocked compares them).
-KERNEL_GRADIENT_LAYOUT = "auto"
-# Under "auto", the blocked layout for 3x3 float32 kernels on maps of at least this many
-# pixels with at least this many channels in or out.
-BLOCKED_MIN_PIXELS = 48 * 48
-BLOCKED_MIN_CHANNELS = 128
-
-
-def blocked_kernel_gradient(x_shape, kernel_shape, dtype) -> bool:
+def blocked_kernel_gradient(x_shape, kernel_shape, dtype,
+                            options: ComputeOptions = DEFAULT) -> bool:
     """Whether oneDNN's kernel gradient of this convolution reads its input and output
     gradient in oneDNN's blocked layout (nChw16c: copied there first) rather than as NHWC.
 
-    Under "auto": for 3x3 float32 kernels on large maps (``BLOCKED_MIN_PIXELS``, with
-    ``BLOCKED_MIN_CHANNELS`` in or out) where the kernel is ``jit:avx512_core``, whose NHWC
-    version runs there at 130-160 GFLOP/s of a 214 peak. On a 2-core AMD EPYC Zen 4, copies
-    included: 8x112x112 128->128 220 -> 176 ms, 8x56x56 256->256 187 -> 157, 8x112x112
-    64->128 99 -> 87, 48x48 1.20x; no gain on 28x28 and smaller maps, with 64 channels, for
-    bfloat16 (``jit_bf16``), or for 1x1, 5x5 and 7x7 kernels (0.77-1.10x).
+    ``options.kernel_gradient_layout`` decides; under "auto", for 3x3 float32 kernels on
+    large maps (``blocked_min_pixels``, with ``blocked_min_channels`` in or out) where the
+    kernel is ``jit:avx512_core``, whose NHWC version runs below the matmul peak there
+    (``docs/compute.md``).
     """
-    if KERNEL_GRADIENT_LAYOUT != "auto":
-        return KERNEL_GRADIENT_LAYOUT == "blocked"
+    if options.kernel_gradient_layout != "auto":
+        return options.kernel_gradient_layout == "blocked"
     _, h, w, c = x_shape
     kh, kw, _, o = kernel_shape
     return (jnp.dtype(dtype) == jnp.float32 and (kh, kw) == (3, 3)
-            and h * w >= BLOCKED_MIN_PIXELS and max(c, o) >= BLOCKED_MIN_CHANNELS
+            and h * w >= options.blocked_min_pixels and max(c, o) >= options.blocked_min_channels
             and implementation(x_shape, kernel_shape, dtype, "backward_weights")
             == "jit:avx512_core")
 
 
-def _xla_gradient(wrt: int, x: Array, kernel: Array, dy: Array) -> Array:
-    """XLA's gradient of the convolution with respect to ``x`` (``wrt`` 0) or ``kernel`` (1).
-
-    The input gradient as ``vgg_jax.compute.conv`` computes it without oneDNN (im2col's on 2x2 maps:
-    XLA's own took 1.7 s at 128x2x2x512, im2col's 32 ms); the kernel gradient always XLA's
-    convolution's (20 ms there against im2col's 34; on a 2-core AMD EPYC Zen 3).
-    """
-    from vgg_jax.compute import conv  # conv imports this module lazily too
+def _xla_gradient(wrt: int, x: Array, kernel: Array, dy: Array, options: ComputeOptions) -> Array:
+    """XLA's gradient of the convolution with respect to ``x`` (``wrt`` 0) or ``kernel`` (1):
+    the input gradient by the algorithm XLA would compute this convolution by (im2col's on
+    tiny maps), the kernel gradient always by XLA's direct convolution's."""
     algorithm = "xla"
     if wrt == 0:
-        algorithm = conv.choose(x.shape, kernel.shape, training=True, dtype=x.dtype,
-                                onednn=False)
-    conv_xla = lambda x, k: conv.convolve(x, k, algorithm, training=True)  # noqa: E731
-    return jax.vjp(conv_xla, x, kernel)[1](dy)[wrt]
+        algorithm = xla.choose(x.shape, kernel.shape, training=True, dtype=x.dtype,
+                               options=options)
+    return jax.vjp(lambda x, k: xla.convolve(x, k, algorithm), x, kernel)[1](dy)[wrt]
 
 
 def call(target: str, results, *operands: Array, **attributes):
@@ -252,35 +228,36 @@ def call(target: str, results, *operands: Array, **attributes):
     return out
 
 
-@jax.custom_vjp
-def conv(x: Array, kernel: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv(x: Array, kernel: Array, options: ComputeOptions = DEFAULT) -> Array:
     """Stride-1 "SAME" convolution, NHWC x HWIO -> NHWC, by oneDNN (odd kernel sizes)."""
     return call("vgg_onednn_conv_forward", ((*x.shape[:3], kernel.shape[-1]), x.dtype),
                 x, kernel)
 
 
-def _conv_fwd(x, kernel):
-    return conv(x, kernel), (x, kernel)
+def _conv_fwd(x, kernel, options):
+    return conv(x, kernel, options), (x, kernel)
 
 
-def _conv_bwd(residuals, dy):
+def _conv_bwd(options, residuals, dy):
     x, kernel = residuals
     dy = dy.astype(x.dtype)
     by_xla = functools.partial(gradient_by_xla, x_shape=x.shape, kernel_shape=kernel.shape,
-                               dtype=x.dtype)
-    dx = (_xla_gradient(0, x, kernel, dy) if by_xla("backward_data") else
+                               dtype=x.dtype, options=options)
+    dx = (_xla_gradient(0, x, kernel, dy, options) if by_xla("backward_data") else
           call("vgg_onednn_conv_backward_data", (x.shape, x.dtype), dy, kernel))
-    dk = (_xla_gradient(1, x, kernel, dy) if by_xla("backward_weights") else
+    dk = (_xla_gradient(1, x, kernel, dy, options) if by_xla("backward_weights") else
           call("vgg_onednn_conv_backward_weights", (kernel.shape, kernel.dtype), x, dy,
-               blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype)))
+               blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype, options)))
     return dx, dk
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False,
+              options: ComputeOptions = DEFAULT) -> Array:
     """``conv(x, kernel) + bias``, then ReLU if ``relu``, in one oneDNN pass.
 
     Its gradient is one call too: the ReLU mask from the output, then the input gradient
@@ -292,14 +269,14 @@ def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False) -> Array
                 x, kernel, bias, relu=bool(relu))
 
 
-def _conv_bias_fwd(x, kernel, bias, relu):
-    y = conv_bias(x.value, kernel.value, bias.value, relu)
+def _conv_bias_fwd(x, kernel, bias, relu, options):
+    y = conv_bias(x.value, kernel.value, bias.value, relu, options)
     # The residuals' structure says (statically) what needs a gradient, and holds the mask.
     wanted = (x.perturbed, kernel.perturbed or bias.perturbed)
     return y, (x.value, kernel.value, bias.value, y if relu else None, wanted)
 
 
-def _conv_bias_bwd(relu, residuals, dy):
+def _conv_bias_bwd(relu, options, residuals, dy):
     x, kernel, bias, y, (data, weights) = residuals
     if isinstance(dy, jax.custom_derivatives.SymbolicZero):
         return None, None, None
@@ -307,7 +284,7 @@ def _conv_bias_bwd(relu, residuals, dy):
     if relu:
         dy = jnp.where(y > 0, dy, jnp.zeros((), dy.dtype))
     by_xla = functools.partial(gradient_by_xla, x_shape=x.shape, kernel_shape=kernel.shape,
-                               dtype=x.dtype)
+                               dtype=x.dtype, options=options)
     data_by_xla = data and by_xla("backward_data")
     weights_by_xla = weights and by_xla("backward_weights")
     onednn_data, onednn_weights = data and not data_by_xla, weights and not weights_by_xla
@@ -319,11 +296,12 @@ def _conv_bias_bwd(relu, residuals, dy):
                               (shape(kernel, onednn_weights), kernel.dtype),
                               (shape(bias, onednn_weights), bias.dtype)],
                               dy, x, kernel, data=onednn_data, weights=onednn_weights,
-                              blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype))
+                              blocked=blocked_kernel_gradient(x.shape, kernel.shape, x.dtype,
+                                                              options))
     if data_by_xla:
-        dx = _xla_gradient(0, x, kernel, dy)
+        dx = _xla_gradient(0, x, kernel, dy, options)
     if weights_by_xla:
-        dk = _xla_gradient(1, x, kernel, dy)
+        dk = _xla_gradient(1, x, kernel, dy, options)
         dbias = dy.sum((0, 1, 2), dtype=jnp.float32).astype(bias.dtype)
     return (dx if data else None, dk if weights else None, dbias if weights else None)
 
@@ -403,28 +381,3 @@ def _taps_bwd(residuals, dy):
 
 
 taps.defvjp(_taps_fwd, _taps_bwd)
-
-
-def main() -> None:
-    """CLI: builds the kernels and prints what oneDNN runs for VGG-16's layer shapes here,
-    and how ``vgg_jax.compute.conv`` trains each (oneDNN's convolution, Winograd, ...)."""
-    from vgg_jax import cli
-    from vgg_jax.compute import conv
-    cli.setup_logging()
-    try:
-        print(f"built: {build()}")
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    for dtype in _DTYPES:
-        for (h, c, o) in ((224, 64, 64), (56, 256, 256), (14, 512, 512)):
-            impl = ", ".join(f"{op} {implementation((8, h, h, c), (3, 3, c, o), dtype, op, True)}"
-                             for op in OPS)
-            if not has_kernels(dtype):
-                impl = "no kernels on this CPU: XLA's"
-            route = conv.choose((8, h, h, c), (3, 3, c, o), training=True, dtype=dtype)
-            print(f"{jnp.dtype(dtype).name:>8} 8x{h}x{h}x{c} -> {o}: {impl}; trains by {route}")
-
-
-if __name__ == "__main__":
-    main()

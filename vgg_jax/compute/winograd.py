@@ -1,14 +1,13 @@
 """Winograd F(2x2, 3x3) convolutions (Lavin & Gray, 2016), which need 2.25x fewer
 multiplications than a direct 3x3 convolution.
 
-Two implementations of one algorithm, both stride-1 "SAME", NHWC x HWIO, float32:
-- ``conv_bias(x, kernel, bias, relu)``: the tile transforms in C++ (``kernels/winograd.cc``,
-  built and loaded with oneDNN's kernels by ``vgg_jax.compute.onednn``: ``available()``), the 16
-  products between them XLA's batched dots; its gradient is the adjoint of the same three
-  steps (a transform of the output gradient, which also masks the ReLU and sums the bias
-  gradient, two sets of products, a transform back), so training gets the 2.25x too;
-- ``xla_conv(x, kernel)``: every step XLA's (any CPU or accelerator; its input gradient is
-  itself a Winograd convolution, its kernel gradient XLA's direct one).
+``conv_bias(x, kernel, bias, relu)`` (stride-1 "SAME", NHWC x HWIO, float32): the tile
+transforms in C++ (``kernels/winograd.cc``, built and loaded with oneDNN's kernels by
+``vgg_jax.compute.onednn``: ``available()``), the 16 products between them XLA's batched
+dots; its gradient is the adjoint of the same three steps (a transform of the output
+gradient, which also masks the ReLU and sums the bias gradient, two sets of products, a
+transform back), so training gets the 2.25x too.
+``xla.winograd_conv`` is the same algorithm with every step XLA's.
 Each 2x2 output tile reads a 4x4 input tile: the transformed input and output are 4x the
 size of the map, so on large maps with few channels the extra memory traffic costs more
 than the multiplications save; ``vgg_jax.compute.conv.choose`` picks the layers where it pays.
@@ -22,16 +21,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from vgg_jax.compute import onednn  # its library holds the transforms  it loads lazily, on first use 
+from vgg_jax.compute import onednn  # its library holds the transforms (loaded on first use)
+from vgg_jax.compute.xla import kernel_transform
 
 Array = Any
-
-# F(2, 3): y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and 3x3 kernel g.
-BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
-G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
-AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 
 
 def available() -> bool:
@@ -44,12 +38,6 @@ def supports(x_shape, kernel_shape, dtype) -> bool:
     _, h, w, _ = x_shape
     return (jnp.dtype(dtype) == jnp.float32 and tuple(kernel_shape[:2]) == (3, 3)
             and h % 2 == 0 and w % 2 == 0)
-
-
-def kernel_transform(kernel: Array) -> Array:
-    """(3, 3, C, K) kernel -> the (16, C, K) transformed kernel U = G g G^T."""
-    g = jnp.asarray(G, kernel.dtype)
-    return jnp.einsum("pi,ijck,qj->pqck", g, kernel, g).reshape(16, *kernel.shape[2:])
 
 
 def conv_bias(x: Array, kernel: Array, bias: Array, relu: bool = False) -> Array:
@@ -103,45 +91,3 @@ def _transformed_bwd(relu, residuals, dy):
 
 
 _transformed.defvjp(_transformed_fwd, _transformed_bwd, symbolic_zeros=True)
-
-
-def _xla_forward(x: Array, kernel: Array) -> Array:
-    n, h, w, c = x.shape
-    th, tw = -(-h // 2), -(-w // 2)  # 2x2 output tiles, each from a 4x4 input tile
-    xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
-    # Each transform is one broadcast sum of strided slices: XLA fuses it into one loop.
-    tiles = sum(jnp.asarray(np.outer(BT[:, i], BT[:, j]).reshape(4, 4, 1, 1, 1, 1), x.dtype)
-                * xp[None, None, :, i:i + 2 * th - 1:2, j:j + 2 * tw - 1:2, :]
-                for i in range(4) for j in range(4))
-    u = kernel_transform(kernel)
-    m = jnp.einsum("spc,sck->spk", tiles.reshape(16, -1, c), u)
-    m = m.reshape(4, 4, n, th, tw, kernel.shape[-1])
-    y = sum(jnp.asarray(np.outer(AT[:, p], AT[:, q]).reshape(1, 1, 2, 1, 2, 1), m.dtype)
-            * m[p, q][:, :, None, :, None, :] for p in range(4) for q in range(4))
-    return y.reshape(n, 2 * th, 2 * tw, -1)[:, :h, :w]
-
-
-@jax.custom_vjp
-def xla_conv(x: Array, kernel: Array) -> Array:
-    """3x3 stride-1 "SAME" convolution by Winograd F(2x2, 3x3), every step XLA's (any map
-    size and dtype).
-
-    The input gradient is itself a Winograd convolution (of the output gradient with the
-    flipped, transposed kernel); the kernel gradient is XLA's direct one.
-    """
-    return _xla_forward(x, kernel)
-
-
-def _xla_conv_fwd(x, kernel):
-    return _xla_forward(x, kernel), (x, kernel)
-
-
-def _xla_conv_bwd(residuals, dy):
-    x, kernel = residuals
-    dx = _xla_forward(dy, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
-    conv = lambda k: jax.lax.conv_general_dilated(  # noqa: E731
-        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return dx, jax.vjp(conv, kernel)[1](dy)[0]
-
-
-xla_conv.defvjp(_xla_conv_fwd, _xla_conv_bwd)

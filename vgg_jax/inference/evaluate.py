@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from vgg_jax import models
+from vgg_jax.compute import modules as compute
 from vgg_jax.data import augment, pipeline, sources
 from vgg_jax.errors import UserError
 from vgg_jax.parallel import sharding
@@ -45,7 +46,11 @@ PROTOCOLS = ("single", "dense", "multicrop", "dense+multicrop")
 
 
 class Net:
-    """A model with its variables and its ``ModelRecord`` (see ``Net.load``)."""
+    """A model with its variables and its ``ModelRecord`` (see ``Net.load``).
+
+    ``load`` builds the model with ``vgg_jax.compute``'s layers (per platform); a model
+    passed in computes as it was built.
+    """
 
     def __init__(self, model: models.VGG, variables: dict, record: ModelRecord):
         # Batches are split over all local devices; the variables are replicated on each.
@@ -63,7 +68,7 @@ class Net:
         False.
         """
         record, variables = checkpoints.load_latest(path, ema)
-        return cls(record.build(), variables, record)
+        return cls(compute.fast(record.build()), variables, record)
 
     def _put(self, array: np.ndarray):
         return jax.device_put(array, self._split) \

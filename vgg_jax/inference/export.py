@@ -102,10 +102,10 @@ def interface_for(record: ModelRecord, fmt: str, batch: int = 1, logits: bool = 
 def serving_function(record: ModelRecord, iface: Interface) -> Callable:
     """``serve(variables, images)``: uint8 (N, S, S, 3) -> probabilities or logits.
 
-    Every convolution is XLA's own (no im2col or Winograd rewrites), which all exporters
-    and runtimes understand.
+    The model's own layers (``models.layers``): every convolution is XLA's, which all
+    exporters and runtimes understand, with none of the CPU's kernels (``vgg_jax.compute``).
     """
-    model = record.build(conv_algorithm="xla")
+    model = record.build()
     mean = np.asarray(record.mean_rgb, np.float32)
     std = np.asarray(record.std_rgb, np.float32)
 

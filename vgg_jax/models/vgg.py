@@ -5,13 +5,13 @@ each block followed by a 2x2/2 max-pool, then the head fc6, fc7 (4096 units, dro
 fc8 (``num_classes``). Layer names mirror the paper: ``conv3_2`` is the second convolution of
 block 3, ``bn3_2`` its BatchNorm, ``pool3`` the pooling after block 3.
 
-``python -m vgg_jax.models --arch vgg16`` prints a per-layer table with parameters and
+``python -m vgg_jax.models --arch vgg16`` (``__main__.py``) prints a per-layer table with parameters and
 multiply-accumulates.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -20,95 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgg_jax.models.layers import (FC6, Conv, fc_dot_general, local_response_norm,  # noqa: F401
-                            max_pool_2x2)
+from vgg_jax.models import layers
+from vgg_jax.models.layers import fc6_windows, local_response_norm, max_pool_2x2
+from vgg_jax.models.spec import canonical_name, feature_names, get_spec, layer_names
 
 Array = Any
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """One row of Table 1: per block, the (channels, kernel) of each convolution."""
-
-    blocks: tuple[tuple[tuple[int, int], ...], ...]
-    lrn: bool = False
-    batch_norm: bool = False
-    letter: str = ""
-
-
-def _block(channels: int, n3: int, n1: int = 0, kernel: int = 3) -> tuple[tuple[int, int], ...]:
-    return ((channels, kernel),) * n3 + ((channels, 1),) * n1
-
-
-_A = (_block(64, 1), _block(128, 1), _block(256, 2), _block(512, 2), _block(512, 2))
-_B = (_block(64, 2), _block(128, 2), _block(256, 2), _block(512, 2), _block(512, 2))
-_C = (_block(64, 2), _block(128, 2), _block(256, 2, 1), _block(512, 2, 1), _block(512, 2, 1))
-_D = (_block(64, 2), _block(128, 2), _block(256, 3), _block(512, 3), _block(512, 3))
-_E = (_block(64, 2), _block(128, 2), _block(256, 4), _block(512, 4), _block(512, 4))
-# Section 2.3's claim tested (section 4.1): each stack of 3x3 convolutions replaced by one
-# convolution of the same receptive field, 5x5 for a pair and 7x7 for three.
-_B5 = tuple(_block(c, 1, kernel=5) for c in (64, 128, 256, 512, 512))
-_D7 = tuple(_block(c, 1, kernel=k) for c, k in ((64, 5), (128, 5), (256, 7), (512, 7), (512, 7)))
-# The control: B-5x5 with a 1x1 convolution + ReLU after each 5x5, so that it has B's
-# number of non-linearities (and nearly B-5x5's weights).
-_B5R = tuple(_block(c, 1, 1, kernel=5) for c in (64, 128, 256, 512, 512))
-
-SPECS: dict[str, Spec] = {
-    "vgg11": Spec(_A, letter="A"),
-    "vgg11_lrn": Spec(_A, lrn=True, letter="A-LRN"),
-    "vgg13": Spec(_B, letter="B"),
-    "vgg16_conv1": Spec(_C, letter="C"),
-    "vgg16": Spec(_D, letter="D"),
-    "vgg19": Spec(_E, letter="E"),
-    "vgg11_bn": Spec(_A, batch_norm=True),
-    "vgg13_bn": Spec(_B, batch_norm=True),
-    "vgg16_bn": Spec(_D, batch_norm=True),
-    "vgg19_bn": Spec(_E, batch_norm=True),
-    "vgg13_5x5": Spec(_B5, letter="B-5x5"),
-    "vgg13_5x5_bn": Spec(_B5, batch_norm=True),
-    "vgg13_5x5_relu": Spec(_B5R, letter="B-5x5-ReLU"),
-    "vgg13_5x5_relu_bn": Spec(_B5R, batch_norm=True),
-    "vgg16_7x7": Spec(_D7, letter="D-7x7"),
-    "vgg16_7x7_bn": Spec(_D7, batch_norm=True),
-}
-ALIASES = {spec.letter: name for name, spec in SPECS.items() if spec.letter}
-_ALIASES_UPPER = {letter.upper(): name for letter, name in ALIASES.items()}
-# The nets of the paper's Table 1 (and their BatchNorm variants), which released weights
-# exist for; the large-kernel twins are this codebase's.
-TABLE1 = ("vgg11", "vgg11_lrn", "vgg13", "vgg16_conv1", "vgg16", "vgg19",
-          "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn")
-
-
-def canonical_name(arch: str) -> str:
-    """Maps an architecture name or letter (``"D"``, ``"A-LRN"``, ``"B-5x5"``) to its name."""
-    if arch in SPECS:
-        return arch
-    if arch.upper() in _ALIASES_UPPER:
-        return _ALIASES_UPPER[arch.upper()]
-    valid = ", ".join(list(SPECS) + list(ALIASES))
-    raise ValueError(f"Unknown architecture {arch!r}; valid names: {valid}.")
-
-
-def get_spec(arch: str) -> Spec:
-    """The Table 1 specification of ``arch`` (a name or a letter)."""
-    return SPECS[canonical_name(arch)]
-
-
-def layer_names(arch: str) -> list[str]:
-    """Convolution names of ``arch`` in order: ``conv1_1``, ``conv1_2``, ..."""
-    spec = get_spec(arch)
-    return [f"conv{b + 1}_{i + 1}" for b, block in enumerate(spec.blocks) for i in range(len(block))]
-
-
-def feature_names(arch: str, include_top: bool = True) -> list[str]:
-    """Names of the recorded activations in network order: conv1_1, ..., pool1, ..., fc7."""
-    spec = get_spec(arch)
-    names = []
-    for b, block in enumerate(spec.blocks, start=1):
-        names += [f"conv{b}_{i}" for i in range(1, len(block) + 1)]
-        names += ["lrn1"] if spec.lrn and b == 1 else []
-        names.append(f"pool{b}")
-    return names + (["fc6", "fc7"] if include_top else [])
+ModuleDef = Any
 
 
 def _initializers(init: str, init_std: float) -> tuple[Callable, Callable]:
@@ -140,16 +57,12 @@ class VGG(nn.Module):
       initializer: 'glorot' (Glorot uniform), 'normal' (the paper's N(0, init_std)), 'he' (Kaiming:
         fan-out convs as torchvision, fan-in FC layers) or 'auto' (He with BatchNorm, Glorot without).
       dtype / param_dtype: computation and parameter dtypes (bf16 / float32 mixed precision).
-      fc_dtype: dtype of fc6-fc8's products (their outputs are cast to ``dtype``); None: the
-        parameters' dtype. At VGG's batch sizes these layers are bound by reading their 120M
-        weights, not by arithmetic, so under bf16 mixed precision multiplying the float32
-        weights directly is both faster and more precise than rounding them to bf16 every step
-        (on CPU the rounding passes cost 0.2 s of a 2 s VGG-16 224/8 step).
       bn_axis_name: pmap axis over which BatchNorm statistics are averaged in training.
-      conv_algorithm: how the convolutions are computed (``vgg_jax.compute.conv``): 'auto' picks per
-        layer (and lets oneDNN take fc6-fc8's products on CPU: ``layers.fc_dot_general``);
-        'xla' keeps every one a plain ``lax.conv_general_dilated`` and fc6-fc8 XLA's dots
-        (what exporters want).
+      conv: the convolution module (``layers.Conv``'s signature: features, kernel_size,
+        kernel_init, relu, dtype, param_dtype). ``layers.Conv`` is XLA's; the trainer, the
+        evaluation and the benchmarks pass ``vgg_jax.compute.Conv``, which computes the same
+        layer per platform. Parameter names and values do not depend on it.
+      dense: the fully connected module of fc6, fc7 and fc8 (``nn.Dense``'s signature).
 
     Calling ``model.apply(variables, images, train=..., dense=...)`` with NHWC images returns
     logits (N, num_classes); with ``dense=True`` the class score map is averaged spatially
@@ -168,12 +81,13 @@ class VGG(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     bn_axis_name: Optional[str] = None
-    conv_algorithm: str = "auto"
-    fc_dtype: Any = None
+    conv: ModuleDef = layers.Conv
+    dense: ModuleDef = nn.Dense
 
     def _record(self, name: str, x: Array) -> Array:
         # One sown dict, so that feature names may equal the submodules' names (conv1_1).
-        # Returns x, so that an interceptor (vgg_jax.inference.explain) can stand in for the activation.
+        # Returns x, so that an interceptor (vgg_jax.inference.explain) can stand in for the
+        # activation.
         self.sow("intermediates", "layers", x, init_fn=dict, reduce_fn=lambda d, v: {**d, name: v})
         return x
 
@@ -201,45 +115,39 @@ class VGG(nn.Module):
         if mask is not None:
             mask = mask.astype(x.dtype)
             x = x * mask
-        for b, block in enumerate(spec.blocks, start=1):
-            for i, (channels, kernel) in enumerate(block, start=1):
-                name = f"{b}_{i}"
-                # How each convolution is computed (oneDNN, XLA, im2col, Winograd): vgg_jax.compute.conv.
-                x = Conv(max(1, round(channels * self.width)), kernel, conv_init,
-                         relu=not spec.batch_norm, training=train,
-                         algorithm=self.conv_algorithm, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name=f"conv{name}")(x)
+        for layer in spec.layers():
+            if layer.kind == "conv":
+                x = self.conv(features=max(1, round(layer.channels * self.width)),
+                              kernel_size=layer.kernel, kernel_init=conv_init,
+                              relu=not spec.batch_norm, dtype=self.dtype,
+                              param_dtype=self.param_dtype, name=layer.name)(x)
                 if spec.batch_norm:
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                                      dtype=self.dtype, param_dtype=self.param_dtype,
                                      axis_name=self.bn_axis_name if train else None,
-                                     name=f"bn{name}")(x)
+                                     name=layer.norm)(x)
                     x = nn.relu(x)
-                if mask is not None:
-                    x = x * mask.astype(x.dtype)
-                x = self._record(f"conv{name}", x)
-            if spec.lrn and b == 1:
+            elif layer.kind == "lrn":
                 x = local_response_norm(x)
-                x = self._record("lrn1", x)
-            x = max_pool_2x2(x, before_fc=self.include_top and b == len(spec.blocks))
-            if mask is not None:  # a pooled cell is valid where all its pixels are
-                mask = -max_pool_2x2(-mask)
+            else:
+                x = max_pool_2x2(x)
+                if mask is not None:  # a pooled cell is valid where all its pixels are
+                    mask = -max_pool_2x2(-mask)
+            if mask is not None and layer.kind != "lrn":
                 x = x * mask.astype(x.dtype)
-            x = self._record(f"pool{b}", x)
+            x = self._record(layer.name, x)
         if not self.include_top:
             return x
 
         fc_width = self.fc_width or max(1, round(4096 * self.width))
-        fc_dtype = self.fc_dtype or self.param_dtype
         out_dtype = self.dtype or jnp.result_type(x, self.param_dtype)
-        dense_kw = dict(kernel_init=fc_init, dtype=fc_dtype, param_dtype=self.param_dtype,
-                        dot_general=fc_dot_general(self.conv_algorithm))
-        x = FC6(fc_width, fc_init, fc_dtype, self.param_dtype, self.conv_algorithm,
-                name="fc6")(x, dense=dense)
+        fc = functools.partial(self.dense, kernel_init=fc_init, dtype=self.dtype,
+                               param_dtype=self.param_dtype)
+        x = fc(fc_width, name="fc6")(self._fc6_input(x, dense))
         x = self._hidden(x.astype(out_dtype), "fc6", train)
-        x = nn.Dense(fc_width, name="fc7", **dense_kw)(x)
+        x = fc(fc_width, name="fc7")(x)
         x = self._hidden(x.astype(out_dtype), "fc7", train)
-        x = nn.Dense(self.num_classes, name="fc8", **dense_kw)(x).astype(out_dtype)
+        x = fc(self.num_classes, name="fc8")(x).astype(out_dtype)
         if dense and not return_map:
             if mask is None:
                 return x.mean(axis=(1, 2))
@@ -248,6 +156,31 @@ class VGG(nn.Module):
             valid = valid.astype(x.dtype)
             return (x * valid).sum(axis=(1, 2)) / jnp.maximum(valid.sum(axis=(1, 2)), 1)
         return x
+
+    def _fc6_input(self, x: Array, dense: bool) -> Array:
+        """pool5 as fc6 reads it: flattened, or (``dense``) every fc6 window of it.
+
+        fc6's window is its kernel's inputs over pool5's channels (7x7 at 224 pixels), read
+        from the parameters where they exist; a fresh net is built for this map.
+        """
+        n, h, w, c = x.shape
+        fc6 = self.variables.get("params", {}).get("fc6")
+        fan_in = fc6["kernel"].shape[0] if fc6 is not None else h * w * c
+        window = math.isqrt(fan_in // c)
+        if window * window * c != fan_in:
+            raise ValueError(f"fc6 kernel with {fan_in} inputs does not fit {c} channels.")
+        if dense:
+            if h < window or w < window:
+                raise ValueError(
+                    f"Dense evaluation needs a final feature map of at least {window}x{window} "
+                    f"(input at least {32 * window}x{32 * window}); got {h}x{w}.")
+            return fc6_windows(x, window)
+        if h * w * c != fan_in:
+            raise ValueError(
+                f"fc6 was built for a {window}x{window}x{c} feature map "
+                f"(input {32 * window}x{32 * window}) but got {h}x{w}x{c}: resize the images "
+                f"to {32 * window}x{32 * window} or use dense=True.")
+        return x.reshape(n, -1)
 
 
 def fc6_window(arch: str, params: Mapping) -> int:
@@ -331,35 +264,3 @@ def format_summary(rows: list[dict], title: str = "") -> str:
     total_m = sum(r["macs"] for r in rows)
     lines.append(f"{'total':<10}{'':>18}{total_p:>16,}{total_m:>18,}")
     return "\n".join(lines)
-
-
-def define_flags() -> None:
-    from absl import flags
-    flags.DEFINE_string("arch", "vgg16", f"One of {', '.join(SPECS)} or a letter A..E.")
-    flags.register_validator("arch", lambda a: a in SPECS or a.upper() in _ALIASES_UPPER,
-                             message=f"--arch must be one of the valid names {', '.join(SPECS)} "
-                                     f"or a letter A..E.")
-    flags.DEFINE_integer("image_size", 224, "Input side in pixels.", lower_bound=32)
-    flags.DEFINE_integer("num_classes", 1000, "Width of fc8.", lower_bound=1)
-    flags.DEFINE_float("width", 1.0, "Multiplier on every layer's channels.", lower_bound=1e-6)
-
-
-def main(argv: Sequence[str]) -> None:
-    """CLI: ``python -m vgg_jax.models --arch vgg16 [--image_size 224] [--num_classes 1000]``."""
-    from absl import flags
-    from vgg_jax import cli
-    cli.no_arguments(argv)
-    f = flags.FLAGS
-    model = create_model(f.arch, num_classes=f.num_classes, width=f.width)
-    try:
-        rows = summary(model, f.image_size)
-    except ValueError as e:
-        from vgg_jax.errors import UserError
-        raise UserError(str(e)) from None
-    print(format_summary(rows, f"{model.arch} at {f.image_size}x{f.image_size}, "
-                               f"{f.num_classes} classes"))
-
-
-if __name__ == "__main__":
-    from vgg_jax import cli
-    cli.run(main, define_flags)

@@ -1,9 +1,12 @@
-"""The config schema: every field of ``configs/default.py``, its type and allowed values.
+"""The config schema: every config field, its default, its type and allowed values.
+
+``FIELDS`` is the one list of fields: ``defaults()`` (what ``configs/default.py`` returns)
+is built from it, and ``check`` holds a config to it.
 
 ``check(config)`` runs before any data is built or code compiled (by ``vgg_jax.main``,
 ``train_and_evaluate``, ``evaluate`` and ``sweep``) and raises ``ConfigError`` listing every
 violation, one line each, naming the field, the value and what is allowed. A field that is
-not in the schema is an error too. A new config field gets a line in ``FIELDS``.
+not in the schema is an error too. A new config field is one line in ``FIELDS``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ class Field:
     optional: bool = False
     rule: Optional[Callable[[Any], Optional[str]]] = None
     note: str = ""
+    default: Any = None
+    doc: str = ""
+
+    def but(self, **changes) -> "Field":
+        """This field with ``changes`` (e.g. its default and doc)."""
+        return dataclasses.replace(self, **changes)
 
     def allowed(self) -> str:
         """What the field accepts, in words."""
@@ -117,8 +126,8 @@ def Float(low=None, high=None, **kw) -> Field:  # noqa: N802
     return Field(float, low=low, high=high, **kw)
 
 
-def Choice(*choices) -> Field:  # noqa: N802
-    return Field(type(choices[0]), choices=choices)
+def Choice(*choices, **kw) -> Field:  # noqa: N802
+    return Field(type(choices[0]), choices=choices, **kw)
 
 
 BOOL = Field(bool)
@@ -168,83 +177,129 @@ def _ascending(value) -> Optional[str]:
 
 FIELDS: dict[str, Field] = {
     # Model.
-    "arch": Field(str, rule=_arch),
-    "num_classes": Int(1),
-    "width": Float(0, 16, low_open=True),
-    "fc_width": Int(0),
-    "dropout_rate": Float(0, 1, high_open=True),
-    "initializer": Choice("auto", "glorot", "normal", "he"),
-    "init_std": Float(0, low_open=True),
-    "dtype": Choice("float32", "bfloat16", "float16"),
+    "arch": Field(str, rule=_arch, default="vgg16"),
+    "num_classes": Int(1, default=1000),
+    "width": Float(0, 16, low_open=True, default=1.0),
+    "fc_width": Int(0, default=0, doc='0: round(4096 * width)'),
+    "dropout_rate": Float(0, 1, high_open=True, default=0.5),
+    "initializer": Choice("auto", "glorot", "normal", "he", default="auto",
+                          doc='glorot | normal | he | auto (he with BatchNorm, else glorot)'),
+    "init_std": Float(0, low_open=True, default=0.01, doc="std of the paper's normal init"),
+    "dtype": Choice("float32", "bfloat16", "float16", default="float32",
+                    doc='computation dtype; bfloat16 keeps float32 parameters'),
     # Data.
-    "dataset": NONEMPTY,
-    "data_dir": Field(str, optional=True),
-    "manual_dir": Field(str, optional=True),
-    "train_split": NONEMPTY,
-    "eval_split": NONEMPTY,
-    "image_size": SIDE,
-    "train_scale_min": SIDE,
-    "train_scale_max": SIDE,
-    "eval_scale": SIDE,
-    "train_crop": Choice("scale", "inception"),
-    "pca_std": Float(0),
-    "mean_rgb": Field(tuple, length=3, item=Float()),
-    "std_rgb": Field(tuple, length=3, item=Float(0, low_open=True)),
-    "shuffle_buffer": Int(0),
-    "cache": BOOL,
-    "data_shards": Int(0),
+    "dataset": NONEMPTY.but(default="imagenet2012",
+                            doc='vgg_shapes | imagefolder:/path | a TFDS name'),
+    "data_dir": Field(str, optional=True, default=None),
+    "manual_dir": Field(str, optional=True, default=None),
+    "train_split": NONEMPTY.but(default="train"),
+    "eval_split": NONEMPTY.but(default="validation"),
+    "image_size": SIDE.but(default=224, doc='training crop'),
+    "train_scale_min": SIDE.but(default=256,
+                                doc='S: fixed when min == max, else jittered per image'),
+    "train_scale_max": SIDE.but(default=256),
+    "eval_scale": SIDE.but(default=256, doc='Q for the single-crop validation during training'),
+    "train_crop": Choice("scale", "inception", default="scale",
+                         doc="scale (the paper's) | inception (random-resized crop)"),
+    "pca_std": Float(0, default=0.1, doc="AlexNet's PCA colour shift; 0 turns it off"),
+    "mean_rgb": Field(tuple, length=3, item=Float(), default=(123.68, 116.779, 103.939)),
+    "std_rgb": Field(tuple, length=3, item=Float(0, low_open=True), default=(1.0, 1.0, 1.0),
+                     doc='the paper only subtracts the mean'),
+    "shuffle_buffer": Int(0, default=16_384, doc='0: the whole shard'),
+    "cache": BOOL.but(default=False, doc='keep encoded images in memory'),
+    "data_shards": Int(0, default=0,
+                       doc="0: one per process; fix it to keep the data order when the "
+                           "number of processes changes"),
     # Optimisation.
-    "batch_size": Int(1),
-    "learning_rate": Float(0, low_open=True),
-    "lr_scaling": Choice("none", "linear"),
-    "momentum": Float(0, 1, high_open=True),
-    "nesterov": BOOL,
-    "weight_decay": Float(0),
-    "schedule": Choice("plateau", "step", "cosine", "constant"),
-    "warmup_epochs": Float(0),
-    "lr_decay_factor": Float(0, 1, low_open=True),
-    "lr_decay_epochs": Field(tuple, item=Float(0), rule=_ascending),
-    "plateau_patience": Int(1),
-    "plateau_min_delta": Float(0),
-    "plateau_max_reductions": Int(0),
-    "num_epochs": Float(0, low_open=True),
-    "num_train_steps": Int(0),
+    "batch_size": Int(1, default=256, doc='global, over all devices and hosts'),
+    "learning_rate": Float(0, low_open=True, default=0.01),
+    "lr_scaling": Choice("none", "linear", default="none",
+                         doc='none | linear (x batch_size / 256)'),
+    "momentum": Float(0, 1, high_open=True, default=0.9),
+    "nesterov": BOOL.but(default=False),
+    "weight_decay": Float(0, default=5e-4),
+    "schedule": Choice("plateau", "step", "cosine", "constant", default="plateau",
+                       doc='plateau | step | cosine | constant'),
+    "warmup_epochs": Float(0, default=0.0),
+    "lr_decay_factor": Float(0, 1, low_open=True, default=0.1),
+    "lr_decay_epochs": Field(tuple, item=Float(0), rule=_ascending, default=(30, 60),
+                             doc='for schedule=step'),
+    "plateau_patience": Int(1, default=2, doc='evaluations without improvement before dividing'),
+    "plateau_min_delta": Float(0, default=1e-3),
+    "plateau_max_reductions": Int(0, default=3),
+    "num_epochs": Float(0, low_open=True, default=74.0),
+    "num_train_steps": Int(0, default=0, doc='> 0 overrides num_epochs'),
     # Recipes beyond the paper.
-    "optimizer": Choice("sgd", "adamw", "lars"),
-    "weight_decay_on": Choice("kernels", "all"),
-    "adam_b1": Float(0, 1, high_open=True),
-    "adam_b2": Float(0, 1, high_open=True),
-    "lars_trust_coefficient": Float(0, low_open=True),
-    "grad_clip_norm": Float(0, note="0 turns clipping off"),
-    "grad_accum_steps": Int(1),
-    "label_smoothing": Float(0, 1, high_open=True),
-    "mixup_alpha": Float(0),
-    "cutmix_alpha": Float(0),
-    "mix_prob": Float(0, 1),
-    "mix_switch_prob": Float(0, 1),
-    "randaugment_ops": Int(0, 8),
-    "randaugment_magnitude": Float(0, 10),
-    "ema_decay": Float(0, 1, high_open=True),
-    "init_from_ema": BOOL,
-    "profile_steps": Field(str, rule=_step_range),
+    "optimizer": Choice("sgd", "adamw", "lars", default="sgd",
+                        doc='sgd (momentum, nesterov, L2 decay) | adamw | lars'),
+    "weight_decay_on": Choice("kernels", "all", default="kernels",
+                              doc='kernels (conv/fc weights: not biases or BatchNorm) | all'),
+    "adam_b1": Float(0, 1, high_open=True, default=0.9, doc='adamw: decay of the first moment'),
+    "adam_b2": Float(0, 1, high_open=True, default=0.999, doc='adamw: decay of the second moment'),
+    "lars_trust_coefficient": Float(0, low_open=True, default=0.001,
+                                    doc="lars: the layer-wise trust ratio's coefficient"),
+    "grad_clip_norm": Float(0, note="0 turns clipping off", default=0.0,
+                            doc="> 0: clip the gradients' global norm"),
+    "grad_accum_steps": Int(1, default=1,
+                            doc='the batch as k micro-batches (same update, 1/k the memory)'),
+    "label_smoothing": Float(0, 1, high_open=True, default=0.0),
+    "mixup_alpha": Float(0, default=0.0, doc='> 0: mixup with lam ~ Beta(alpha, alpha)'),
+    "cutmix_alpha": Float(0, default=0.0, doc='> 0: CutMix with lam ~ Beta(alpha, alpha)'),
+    "mix_prob": Float(0, 1, default=1.0, doc='probability that a batch is mixed'),
+    "mix_switch_prob": Float(0, 1, default=0.5, doc='CutMix rather than mixup when both are on'),
+    "randaugment_ops": Int(0, 8, default=0,
+                           doc="RandAugment's N (0: off), in the training input pipeline"),
+    "randaugment_magnitude": Float(0, 10, default=9.0, doc="RandAugment's M, out of 10"),
+    "ema_decay": Float(0, 1, high_open=True, default=0.0,
+                       doc='> 0: keep (and evaluate) a moving average of the weights'),
+    "init_from_ema": BOOL.but(default=True,
+                              doc="init_from takes a checkpoint's EMA weights when it has them"),
+    "profile_steps": Field(str, rule=_step_range, default="",
+                           doc='"START:END": trace those steps into workdir (TensorBoard)'),
     # Evaluation, logging, checkpoints.
-    "eval_every_epochs": Float(0, low_open=True),
-    "eval_every_steps": Int(0),
-    "eval_batch_size": Int(0),
-    "log_every_steps": Int(1),
-    "checkpoint_every_epochs": Float(0, low_open=True),
-    "checkpoint_every_steps": Int(0),
-    "keep_checkpoints": Int(1),
-    "async_checkpoints": BOOL,
-    "skip_nonfinite": BOOL,
-    "init_from": STRING,
-    "freeze": Field(str, rule=_regex),
-    "seed": Int(0),
+    "eval_every_epochs": Float(0, low_open=True, default=1.0),
+    "eval_every_steps": Int(0, default=0),
+    "eval_batch_size": Int(0, default=0, doc='0: batch_size'),
+    "log_every_steps": Int(1, default=100),
+    "checkpoint_every_epochs": Float(0, low_open=True, default=1.0),
+    "checkpoint_every_steps": Int(0, default=0),
+    "keep_checkpoints": Int(1, default=3),
+    "transfer_guard": Choice("allow", "log", "disallow", default="allow",
+                             doc="jax.transfer_guard_device_to_host on the steps that neither "
+                                 "log, evaluate nor save; 'disallow' makes any device-to-host "
+                                 "copy there an error (GPU and TPU)"),
+    "async_checkpoints": BOOL.but(default=True,
+                                  doc="write while training goes on; False: a kill loses "
+                                      "at most checkpoint_every_* steps"),
+    "skip_nonfinite": BOOL.but(default=False,
+                               doc='skip steps with NaN/inf loss or gradients instead of stopping'),
+    "init_from": STRING.but(default="",
+                            doc='a workdir, checkpoints folder or convert --out to start from'),
+    "freeze": Field(str, rule=_regex, default="",
+                    doc="regex of layers kept fixed, e.g. 'conv.*|bn.*' (the features)"),
+    "seed": Int(0, default=0),
     # Multi-process.
-    "coordinator_address": STRING,
-    "num_processes": Int(0),
-    "process_id": Int(-1),
+    "coordinator_address": STRING.but(default="", doc='host:port of process 0'),
+    "num_processes": Int(0, default=0),
+    "process_id": Int(-1, default=-1),
 }
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """A config holding every field of ``FIELDS`` at its default: the paper's recipe."""
+    c = ml_collections.ConfigDict()
+    for name, field in FIELDS.items():
+        if field.default is None:  # typed, so that --config.x=... can set it
+            c[name] = ml_collections.FieldReference(None, field_type=field.kind)
+        else:
+            c[name] = field.default
+    return c
+
+
+def describe() -> str:
+    """Every field with its default, what it accepts and what it is for, one per line."""
+    return "\n".join(f"{name} = {field.default!r}: {field.allowed()}"
+                     + (f" ({field.doc})" if field.doc else "") for name, field in FIELDS.items())
 
 
 def _relations(c: ml_collections.ConfigDict) -> list[str]:

@@ -20,6 +20,9 @@ import numpy as np
 import optax
 
 from vgg_jax import models
+from vgg_jax.compute.modules import fast
+from vgg_jax.compute.options import DEFAULT as DEFAULT_COMPUTE
+from vgg_jax.compute.options import ComputeOptions
 from vgg_jax.training import optim
 from vgg_jax.parallel import sharding
 from vgg_jax.training.metrics import cross_entropy, soft_cross_entropy, topk_correct
@@ -55,7 +58,9 @@ class StepOptions:
     ``frozen`` layers keep their BatchNorm statistics too (the optimiser leaves their
     weights); ``skip_nonfinite`` leaves the state as it was after a NaN/inf step;
     ``mixing`` makes the soft targets (label smoothing, mixup, CutMix); the batch is
-    processed as ``grad_accum_steps`` micro-batches; ``ema_decay`` > 0 updates ``state.ema``.
+    processed as ``grad_accum_steps`` micro-batches, in a ``lax.scan`` or unrolled
+    (``accumulation`` "scan", "unroll", or "auto": ``_gradients``); ``ema_decay`` > 0
+    updates ``state.ema``.
     """
 
     frozen: frozenset = frozenset()
@@ -63,6 +68,7 @@ class StepOptions:
     mixing: Mixing = Mixing()
     grad_accum_steps: int = 1
     ema_decay: float = 0.0
+    accumulation: str = "auto"
 
     @classmethod
     def from_config(cls, config, frozen: frozenset = frozenset()) -> "StepOptions":
@@ -107,11 +113,8 @@ def _variables(state: TrainState) -> dict:
                                        if state.batch_stats else {})}
 
 
-ACCUMULATION = "auto"  # how micro-batches run: "scan", "unroll" or "auto" (see _gradients)
-
-
 def _gradients(state: TrainState, images, targets, labels, rng, *, model: models.VGG,
-               accum_steps: int):
+               accum_steps: int, accumulation: str = "auto"):
     """(mean loss, logits, new BatchNorm statistics, mean gradients) of one device's batch.
 
     With ``accum_steps`` > 1 the batch runs as that many micro-batches, each normalising
@@ -120,7 +123,7 @@ def _gradients(state: TrainState, images, targets, labels, rng, *, model: models
     micro-batch's activations are alive at a time. On CPU they are unrolled: XLA:CPU computes
     a convolution's weight gradient about 20x slower inside a loop (0.32 s against 7.0 s for
     a 64-channel 3x3 layer on 32 64x64 maps), and CPU memory is rarely what limits the batch
-    (``ACCUMULATION`` overrides the choice). ``targets`` None means hard ``labels``.
+    (``accumulation`` "scan" or "unroll" overrides the choice). ``targets`` None means hard ``labels``.
     """
     def loss_fn(params, batch_stats, images, targets, labels, rng):
         variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
@@ -149,7 +152,7 @@ def _gradients(state: TrainState, images, targets, labels, rng, *, model: models
     carry = (jax.tree_util.tree_map(jnp.zeros_like, state.params), state.batch_stats)
     xs = (micro_batches(images), micro_batches(targets), micro_batches(labels),
           jnp.arange(accum_steps))
-    how = ACCUMULATION if ACCUMULATION != "auto" else (
+    how = accumulation if accumulation != "auto" else (
         "unroll" if jax.default_backend() == "cpu" else "scan")
     if how == "scan":
         (grads, stats), (losses, logits) = jax.lax.scan(micro, carry, xs)
@@ -191,7 +194,8 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: models.
                                       model.num_classes, mixing)
     loss, logits, new_stats, grads = _gradients(state, images, targets, batch["labels"], rng,
                                                 model=model,
-                                                accum_steps=options.grad_accum_steps)
+                                                accum_steps=options.grad_accum_steps,
+                                                accumulation=options.accumulation)
     grads = _device_mean(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(lambda u: u * state.plateau["scale"], updates)
@@ -242,18 +246,25 @@ def eval_step(state: TrainState, batch: dict, *, model: models.VGG, mean_rgb,
 
 
 def pmap_steps(model: models.VGG, tx: optax.GradientTransformation, schedule, mean_rgb,
-               std_rgb, options: StepOptions = StepOptions()) -> tuple[Callable, Callable]:
+               std_rgb, options: StepOptions = StepOptions(),
+               compute: Optional[ComputeOptions] = DEFAULT_COMPUTE) -> tuple[Callable, Callable]:
     """(train step, eval step) pmap-ed over the local devices, the state unreplicated.
 
     ``p_train(state, batch, rng) -> (state, metrics)`` donates ``state``;
     ``p_eval(state, batch) -> sums``. Batches are (devices, per_device, ...) arrays.
+    The steps compute the layers per platform (``vgg_jax.compute.fast``, with ``compute``'s
+    options; the training rules in the train step); ``compute=None`` keeps ``model``'s own.
     """
     norm = dict(mean_rgb=tuple(mean_rgb), std_rgb=tuple(std_rgb))
-    p_train = jax.pmap(functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+    train_model, eval_model = model, model
+    if compute is not None:
+        train_model = fast(model, training=True, options=compute)
+        eval_model = fast(model, training=False, options=compute)
+    p_train = jax.pmap(functools.partial(train_step, model=train_model, tx=tx, schedule=schedule,
                                          options=options, **norm),
                        axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
                        donate_argnums=(0,))
-    p_eval = jax.pmap(functools.partial(eval_step, model=model, **norm), axis_name=AXIS,
+    p_eval = jax.pmap(functools.partial(eval_step, model=eval_model, **norm), axis_name=AXIS,
                       in_axes=(None, 0), out_axes=None)
     return p_train, p_eval
 

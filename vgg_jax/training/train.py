@@ -3,9 +3,9 @@
 The loop only dispatches on steps that neither log, evaluate nor save: nothing is copied
 from the devices and nothing waits for them (preemption is agreed on without a collective,
 see ``vgg_jax.parallel.preemption``), so the host runs ahead and the devices never idle between
-steps. ``QUIET_STEP_TRANSFERS`` is the ``jax.transfer_guard_device_to_host`` level on those
-steps: "allow" by default; "disallow" makes any copy there an error on GPU and TPU (JAX's
-CPU backend does not guard device-to-host copies; the tests count them instead).
+steps. The config's ``transfer_guard`` is the ``jax.transfer_guard_device_to_host`` level on
+those steps: "allow" by default; "disallow" makes any copy there an error on GPU and TPU
+(JAX's CPU backend does not guard device-to-host copies; the tests count them instead).
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ from vgg_jax.parallel import preemption
 from vgg_jax.data import pipeline, sources
 from vgg_jax.errors import NonFiniteError, Preempted, UserError
 from vgg_jax.store.record import ModelRecord, module_options
-
-QUIET_STEP_TRANSFERS = "allow"
-
 
 def frozen_layers(pattern: str, layers) -> frozenset:
     """The layers whose names fully match the ``freeze`` regex (none if empty)."""
@@ -188,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             evaluated = step % eval_every == 0 or step == total_steps
             saving = evaluated or step % ckpt_every == 0
             logged = step % log_every == 0 or saving
-            guard = "allow" if logged else QUIET_STEP_TRANSFERS
+            guard = "allow" if logged else config.transfer_guard
             with jax.transfer_guard_device_to_host(guard):
                 profiler.before(step)
                 state, metrics = p_train(state, next(batches), rng)
