@@ -37,8 +37,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from speed import machine  # noqa: E402
 
-from vgg_jax.compute import conv, onednn, winograd  # noqa: E402
-from vgg_jax import models
+from vgg_jax import models  # noqa: E402
+from vgg_jax.compute import conv, onednn, winograd, xla  # noqa: E402
 
 METHODS = (("xla", "XLA"), ("onednn", "oneDNN"), ("torch", "PyTorch"),
            ("winograd", "Winograd F(2,3), JAX"),
@@ -46,7 +46,7 @@ METHODS = (("xla", "XLA"), ("onednn", "oneDNN"), ("torch", "PyTorch"),
 
 def direct(x, w):
     """XLA's convolution (im2col on the tiny maps where vgg_jax uses it without oneDNN)."""
-    return conv.convolve(x, w, "im2col" if conv.choose(x.shape, w.shape, onednn=False)
+    return conv.convolve(x, w, "im2col" if conv.choose(x.shape, w.shape, onednn_ok=False)
                          == "im2col" else "xla")
 
 
@@ -119,8 +119,8 @@ def measure(arch: str, size: int, batch: int, width: float, repeats: int) -> lis
                 _check(onednn.conv, x, w, name)
                 t["onednn"] = time_jax(onednn.conv, x, w, first, repeats)
             if kernel == 3 and not first:  # 3 input channels: nothing to gain
-                _check(winograd.xla_conv, x, w, name)
-                t["winograd"] = time_jax(winograd.xla_conv, x, w, first, repeats)
+                _check(xla.winograd_conv, x, w, name)
+                t["winograd"] = time_jax(xla.winograd_conv, x, w, first, repeats)
             if (kernel == 3 and not first and winograd.available()
                     and winograd.supports(x.shape, w.shape, x.dtype)):
                 cpu = lambda x, w: conv.convolve(x, w, "winograd")  # noqa: E731  (C++ here)

@@ -10,11 +10,11 @@ jit-compiled SGD training step and inference step, built twice in one process: w
 ``vgg_jax.compute.onednn``) and with every convolution and fc6-fc8 by oneDNN; with ``--fc``, both
 with oneDNN's convolutions, fc6-fc8 XLA's dots against oneDNN's; with ``--kernel-gradient``,
 everything oneDNN's but the convolutions' kernel gradients, oneDNN's against XLA's
-(``onednn.KERNEL_GRADIENT``); with ``--input-gradient`` the same for their input gradients
-(``onednn.INPUT_GRADIENT``), the kernel gradients as "auto" picks them; with ``--taps``, all
-"auto", small float32 maps by oneDNN's convolutions against tap by tap (``conv.TAPS``); with
+(``ComputeOptions.kernel_gradient``); with ``--input-gradient`` the same for their input gradients
+(``ComputeOptions.input_gradient``), the kernel gradients as "auto" picks them; with ``--taps``, all
+"auto", small float32 maps by oneDNN's convolutions against tap by tap (``ComputeOptions.taps``); with
 ``--blocked``, all "auto", oneDNN's kernel gradients reading NHWC against the layout "auto"
-picks (``onednn.KERNEL_GRADIENT_LAYOUT``). Images/s are medians over ``--rounds`` rounds of
+picks (``ComputeOptions.kernel_gradient_layout``). Images/s are medians over ``--rounds`` rounds of
 ``--steps`` steps, the two alternating (and taking turns to go first). Prints the CPU model
 and its ISA extensions and oneDNN's kernel for a 3x3 layer; appends rows to
 benchmarks/results/onednn.md.
@@ -36,8 +36,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import results_table  # noqa: E402
-from vgg_jax.compute import conv, onednn  # noqa: E402
-from vgg_jax import models
+from vgg_jax import models  # noqa: E402
+from vgg_jax.compute import onednn  # noqa: E402
+from vgg_jax.compute.modules import fast  # noqa: E402
+from vgg_jax.compute.options import ComputeOptions  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -47,44 +49,39 @@ def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = Fal
     """(train step, inference step, state) compiled with or without oneDNN's kernels (with
     ``fc_only``: with or without them for fc6-fc8, the convolutions oneDNN's), the
     convolutions' gradients routed by ``gradients`` (e.g. ``{"KERNEL_GRADIENT": "xla"}``:
-    ``vgg_jax.compute.onednn``'s settings; the others "auto"), small maps tap by tap if ``taps``
-    (``conv.TAPS``)."""
-    # Read while tracing: each step keeps the routes it was built with.
-    conv.ONEDNN, conv.ONEDNN_FC, conv.TAPS = use_onednn or fc_only, use_onednn, taps
-    for name, who in (gradients or {}).items():
-        setattr(onednn, name, who)
-    try:
-        model = models.VGG(arch=arch, num_classes=1000 if width == 1 else 10, width=width,
-                           dtype=dtype, dropout_rate=0.0)
-        rng = np.random.default_rng(0)
-        x = jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32)
-        y = jnp.asarray(np.arange(batch) % model.num_classes)
-        variables = jax.jit(model.init)(jax.random.key(0), x[:1])
-        tx = optax.sgd(0.001, 0.9)
+    ``ComputeOptions``' fields, upper-cased; the others "auto"), small maps tap by tap if ``taps``
+    (``ComputeOptions.taps``)."""
+    options = ComputeOptions(onednn=use_onednn or fc_only, onednn_fc=use_onednn, taps=taps,
+                             **{name.lower(): who for name, who in (gradients or {}).items()})
+    plain = models.VGG(arch=arch, num_classes=1000 if width == 1 else 10, width=width,
+                       dtype=dtype, dropout_rate=0.0)
+    model = fast(plain, training=True, options=options)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32)
+    y = jnp.asarray(np.arange(batch) % model.num_classes)
+    variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+    tx = optax.sgd(0.001, 0.9)
 
-        def loss(params, stats):
-            logits, new = model.apply({"params": params, **stats}, x, train=True,
-                                      mutable=list(stats))
-            return optax.softmax_cross_entropy_with_integer_labels(
-                logits.astype(jnp.float32), y).mean(), new
+    def loss(params, stats):
+        logits, new = model.apply({"params": params, **stats}, x, train=True,
+                                  mutable=list(stats))
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), y).mean(), new
 
-        @functools.partial(jax.jit, donate_argnums=(0, 1, 2))  # as the trainer's step
-        def train(params, stats, opt):
-            (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params, stats)
-            updates, opt = tx.update(grads, opt, params)
-            return optax.apply_updates(params, updates), stats, opt, value
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))  # as the trainer's step
+    def train(params, stats, opt):
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params, stats)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), stats, opt, value
 
-        infer = jax.jit(lambda v: model.apply(v, x))
-        params = variables["params"]
-        stats = {k: v for k, v in variables.items() if k != "params"}
-        state = [jax.tree.map(jnp.copy, params), stats, tx.init(params)]  # donated
-        state[:3] = train(*state)[:3]  # compile now, with this route
-        jax.block_until_ready(state)
-        jax.block_until_ready(infer(variables))
-    finally:
-        conv.ONEDNN, conv.ONEDNN_FC, conv.TAPS = True, True, True
-        for name in gradients or {}:
-            setattr(onednn, name, "auto")
+    inference_model = fast(plain, training=False, options=options)
+    infer = jax.jit(lambda v: inference_model.apply(v, x))
+    params = variables["params"]
+    stats = {k: v for k, v in variables.items() if k != "params"}
+    state = [jax.tree.map(jnp.copy, params), stats, tx.init(params)]  # donated
+    state[:3] = train(*state)[:3]  # compile now, with this route
+    jax.block_until_ready(state)
+    jax.block_until_ready(infer(variables))
     return train, infer, state, variables
 
 
@@ -164,7 +161,7 @@ def main(argv=None) -> None:
                     "in float32 inference: vgg_jax before vgg_jax.compute.onednn) and with every "
                     "convolution by oneDNN (forward, input and kernel gradients) and, from "
                     "2026-12-02, fc6-fc8's products too (and, from session 12, the kernel "
-                    "gradients as onednn.KERNEL_GRADIENT's 'auto' picks them). Rows with 'fc "
+                    "gradients as ComputeOptions.kernel_gradient's 'auto' picks them). Rows with 'fc "
                     "only' compare fc6-fc8 by XLA and by oneDNN, both with oneDNN's "
                     "convolutions (--fc); rows with 'kernel grad' compare oneDNN's kernel "
                     "gradients ('without') with XLA's ('with'), all else oneDNN's "

@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 
 import frameworks  # noqa: E402
 import results_table  # noqa: E402
-from vgg_jax.compute import conv, onednn  # noqa: E402
+from vgg_jax.compute import onednn, xla  # noqa: E402
 
 # (batch, map side, in channels, out channels): VGG-16's 3x3 layers at 224/8, then the
 # CIFAR-size ones at 32/128 (the first layer of each block only where its input differs).
@@ -90,8 +90,7 @@ def tensorflow_ms(shapes, repeats: int) -> tuple[str, dict]:
 
 def _xla(x, k):
     """The convolution as vgg_jax computes it without oneDNN (XLA's, im2col on 2x2 maps)."""
-    algorithm = conv.choose(x.shape, k.shape, training=True, onednn=False)
-    return conv.convolve(x, k, algorithm, training=True)
+    return xla.convolve(x, k, xla.choose(x.shape, k.shape, training=True))
 
 
 def _best_ms(run, repeats: int) -> float:

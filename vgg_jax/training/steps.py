@@ -92,10 +92,24 @@ def initial_state(model: models.VGG, tx: optax.GradientTransformation, image_siz
     if load_init is not None:
         params, stats = load_init(params)
         batch_stats = stats or batch_stats
-    state = TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
-                       opt_state=tx.init(params), plateau=optim.plateau_init(),
-                       ema={"params": params, "batch_stats": batch_stats} if ema else {})
+    state = _state(params, batch_stats, tx, ema)
     return sharding.replicated(state), sharding.replicated(rng)
+
+
+def abstract_state(model: models.VGG, tx: optax.GradientTransformation, image_size: int,
+                   ema: bool = False) -> TrainState:
+    """The step-0 train state as ``jax.ShapeDtypeStruct`` leaves, allocating nothing (for
+    lowering or exporting the train step ahead of time)."""
+    def fresh():
+        variables = model.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)))
+        return _state(variables["params"], variables.get("batch_stats", {}), tx, ema)
+    return jax.eval_shape(fresh)
+
+
+def _state(params, batch_stats, tx: optax.GradientTransformation, ema: bool) -> TrainState:
+    return TrainState(step=jnp.int32(0), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), plateau=optim.plateau_init(),
+                      ema={"params": params, "batch_stats": batch_stats} if ema else {})
 
 
 def normalize(batch: dict, mean_rgb, std_rgb) -> jnp.ndarray:
@@ -245,14 +259,14 @@ def eval_step(state: TrainState, batch: dict, *, model: models.VGG, mean_rgb,
     }, AXIS)
 
 
-def pmap_steps(model: models.VGG, tx: optax.GradientTransformation, schedule, mean_rgb,
-               std_rgb, options: StepOptions = StepOptions(),
-               compute: Optional[ComputeOptions] = DEFAULT_COMPUTE) -> tuple[Callable, Callable]:
-    """(train step, eval step) pmap-ed over the local devices, the state unreplicated.
+def step_functions(model: models.VGG, tx: optax.GradientTransformation, schedule, mean_rgb,
+                   std_rgb, options: StepOptions = StepOptions(),
+                   compute: Optional[ComputeOptions] = DEFAULT_COMPUTE
+                   ) -> tuple[Callable, Callable]:
+    """(train step, eval step) for one device, before ``pmap``: ``train(state, batch, rng)``
+    and ``evaluate(state, batch)`` on one device's share of the batch.
 
-    ``p_train(state, batch, rng) -> (state, metrics)`` donates ``state``;
-    ``p_eval(state, batch) -> sums``. Batches are (devices, per_device, ...) arrays.
-    The steps compute the layers per platform (``vgg_jax.compute.fast``, with ``compute``'s
+    They compute the layers per platform (``vgg_jax.compute.fast`` with ``compute``'s
     options; the training rules in the train step); ``compute=None`` keeps ``model``'s own.
     """
     norm = dict(mean_rgb=tuple(mean_rgb), std_rgb=tuple(std_rgb))
@@ -260,12 +274,24 @@ def pmap_steps(model: models.VGG, tx: optax.GradientTransformation, schedule, me
     if compute is not None:
         train_model = fast(model, training=True, options=compute)
         eval_model = fast(model, training=False, options=compute)
-    p_train = jax.pmap(functools.partial(train_step, model=train_model, tx=tx, schedule=schedule,
-                                         options=options, **norm),
-                       axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
+    return (functools.partial(train_step, model=train_model, tx=tx, schedule=schedule,
+                              options=options, **norm),
+            functools.partial(eval_step, model=eval_model, **norm))
+
+
+def pmap_steps(model: models.VGG, tx: optax.GradientTransformation, schedule, mean_rgb,
+               std_rgb, options: StepOptions = StepOptions(),
+               compute: Optional[ComputeOptions] = DEFAULT_COMPUTE) -> tuple[Callable, Callable]:
+    """(train step, eval step) of ``step_functions`` pmap-ed over the local devices, the
+    state unreplicated.
+
+    ``p_train(state, batch, rng) -> (state, metrics)`` donates ``state``;
+    ``p_eval(state, batch) -> sums``. Batches are (devices, per_device, ...) arrays.
+    """
+    train, evaluate = step_functions(model, tx, schedule, mean_rgb, std_rgb, options, compute)
+    p_train = jax.pmap(train, axis_name=AXIS, in_axes=(None, 0, None), out_axes=(None, None),
                        donate_argnums=(0,))
-    p_eval = jax.pmap(functools.partial(eval_step, model=eval_model, **norm), axis_name=AXIS,
-                      in_axes=(None, 0), out_axes=None)
+    p_eval = jax.pmap(evaluate, axis_name=AXIS, in_axes=(None, 0), out_axes=None)
     return p_train, p_eval
 
 

@@ -31,7 +31,6 @@ from typing import Optional, Sequence
 import ml_collections
 from absl import logging
 
-import vgg_jax  # noqa: F401  (first: sets XLA and TensorFlow flags before they load)
 from vgg_jax.errors import NonFiniteError, UserError
 from vgg_jax.training import schema
 
