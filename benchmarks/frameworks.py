@@ -173,16 +173,17 @@ def torch_model(arch: str, size: int, width: float = 1.0, num_classes: int = 100
     """Table 1's ``arch`` as a ``torch.nn.Sequential`` (torchvision's layout; LRN as ours)."""
     from torch import nn
 
-    spec = models.get_spec(arch)
     layers, channels = [], 3
-    for b, block in enumerate(spec.blocks):
-        for out, kernel in block:
-            out = max(1, round(out * width))
-            layers += [nn.Conv2d(channels, out, kernel, padding=kernel // 2), nn.ReLU(True)]
+    for layer in models.get_spec(arch).layers():
+        if layer.kind == "conv":
+            out = max(1, round(layer.channels * width))
+            layers += [nn.Conv2d(channels, out, layer.kernel, padding=layer.kernel // 2),
+                       nn.ReLU(True)]
             channels = out
-        if spec.lrn and b == 0:
+        elif layer.kind == "lrn":
             layers.append(nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0))
-        layers.append(nn.MaxPool2d(2))
+        else:
+            layers.append(nn.MaxPool2d(2))
     fc = round(4096 * width)
     side = size // 32
     layers += [nn.Flatten(), nn.Linear(channels * side * side, fc), nn.ReLU(True),
@@ -229,16 +230,16 @@ def keras_model(arch: str, size: int, width: float = 1.0, num_classes: int = 100
     import keras
     import tensorflow as tf
 
-    spec = models.get_spec(arch)
     layers = [keras.Input((size, size, 3))]
-    for b, block in enumerate(spec.blocks):
-        for out, kernel in block:
-            layers.append(keras.layers.Conv2D(max(1, round(out * width)), kernel,
-                                              padding="same", activation="relu"))
-        if spec.lrn and b == 0:
+    for layer in models.get_spec(arch).layers():
+        if layer.kind == "conv":
+            layers.append(keras.layers.Conv2D(max(1, round(layer.channels * width)),
+                                              layer.kernel, padding="same", activation="relu"))
+        elif layer.kind == "lrn":
             layers.append(keras.layers.Lambda(lambda x: tf.nn.local_response_normalization(
                 x, depth_radius=2, bias=2.0, alpha=1e-4 / 5, beta=0.75)))
-        layers.append(keras.layers.MaxPooling2D(2))
+        else:
+            layers.append(keras.layers.MaxPooling2D(2))
     fc = round(4096 * width)
     layers += [keras.layers.Flatten(), keras.layers.Dense(fc, activation="relu"),
                keras.layers.Dropout(0.5), keras.layers.Dense(fc, activation="relu"),

@@ -59,13 +59,14 @@ def _check(method, x, w, name: str) -> None:
 
 def layer_shapes(arch: str, size: int, width: float) -> list[tuple[str, int, int, int, int]]:
     """(name, map size, in channels, out channels, kernel) of every convolution."""
-    spec, side, cin, shapes = models.get_spec(arch), size, 3, []
-    for b, block in enumerate(spec.blocks, start=1):
-        for i, (channels, kernel) in enumerate(block, start=1):
-            cout = max(1, round(channels * width))
-            shapes.append((f"conv{b}_{i}", side, cin, cout, kernel))
+    side, cin, shapes = size, 3, []
+    for layer in models.get_spec(arch).layers():
+        if layer.kind == "conv":
+            cout = max(1, round(layer.channels * width))
+            shapes.append((layer.name, side, cin, cout, layer.kernel))
             cin = cout
-        side //= 2
+        elif layer.kind == "pool":
+            side //= 2
     return shapes
 
 

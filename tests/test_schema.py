@@ -30,7 +30,7 @@ BAD_VALUES = {
     "num_train_steps": [-1], "eval_every_epochs": [0.0, -1.0], "eval_every_steps": [-1],
     "eval_batch_size": [-1], "log_every_steps": [0, -1], "checkpoint_every_epochs": [0.0, -1.0],
     "checkpoint_every_steps": [-1], "keep_checkpoints": [0, -1], "seed": [-1],
-    "freeze": ["conv(("], "num_processes": [-1], "process_id": [-2],
+    "freeze": ["conv(("], "transfer_guard": ["never"], "num_processes": [-1], "process_id": [-2],
     "cache": [1], "nesterov": ["yes"], "async_checkpoints": [0], "skip_nonfinite": [None],
     "optimizer": ["adam", "SGD"], "weight_decay_on": ["biases"], "adam_b1": [1.0, -0.1],
     "adam_b2": [1.5], "lars_trust_coefficient": [0.0], "grad_clip_norm": [-1.0],
@@ -103,17 +103,17 @@ def test_main_prints_one_error_line_per_bad_field(tmp_path):
 
 
 @pytest.mark.parametrize("module,args,expected", [
-    ("vgg_jax.inference.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
+    ("vgg_jax.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
                           "--batch_size=0"], "--batch_size=0"),
-    ("vgg_jax.inference.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
+    ("vgg_jax.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
                           "--protocols=single,fancy"], "--protocols takes some of"),
-    ("vgg_jax.inference.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
+    ("vgg_jax.evaluate", ["--checkpoint=/nowhere", "--config=configs/quickstart.py",
                           "--config.eval_scale=8"], "eval_scale=8: eval_scale must be"),
-    ("vgg_jax.inference.predict", ["--checkpoint=/nowhere", "--top=0", "x.jpg"], "--top=0"),
-    ("vgg_jax.inference.predict", ["--checkpoint=/nowhere", "--scales=abc", "x.jpg"],
+    ("vgg_jax.predict", ["--checkpoint=/nowhere", "--top=0", "x.jpg"], "--top=0"),
+    ("vgg_jax.predict", ["--checkpoint=/nowhere", "--scales=abc", "x.jpg"],
      "--scales takes whole numbers"),
-    ("vgg_jax.store.convert", ["--from=caffe", "--arch=vgg16", "--out=/tmp/x", "w.pth"], "--from"),
-    ("vgg_jax.training.sweep", ["--config=configs/ablations/lrn.py", "--workdir=/nowhere/w",
+    ("vgg_jax.convert", ["--from=caffe", "--arch=vgg16", "--out=/tmp/x", "w.pth"], "--from"),
+    ("vgg_jax.sweep", ["--config=configs/ablations/lrn.py", "--workdir=/nowhere/w",
                        "--config.momentum=2.0"], "momentum=2.0: momentum must be"),
     ("vgg_jax.data.stats", ["--dataset=vgg_shapes", "--max_images=0"], "--max_images=0"),
     ("vgg_jax.models", ["--image_size=8"], "--image_size=8"),
@@ -129,7 +129,7 @@ def test_every_tool_reports_bad_flags_in_one_line(module, args, expected):
 
 
 def test_every_tool_has_help():
-    for module in ("vgg_jax.main", "vgg_jax.inference.evaluate", "vgg_jax.inference.predict", "vgg_jax.store.convert",
-                   "vgg_jax.training.sweep", "vgg_jax.data.stats", "vgg_jax.models"):
+    for module in ("vgg_jax.main", "vgg_jax.evaluate", "vgg_jax.predict", "vgg_jax.convert",
+                   "vgg_jax.sweep", "vgg_jax.data.stats", "vgg_jax.models"):
         res = _run(module, "--helpshort")
         assert res.returncode == 0 and "--" in res.stdout, (module, res.stderr[-1000:])

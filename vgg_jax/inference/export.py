@@ -167,7 +167,8 @@ def _tflite(serve, variables, iface: Interface, out: str) -> None:
 
 
 def onnx_graph(record: ModelRecord, variables: dict, iface: Interface, names: Sequence[str]):
-    """The net as an ONNX ``ModelProto``: Table 1's layers as ONNX operators, NCHW inside.
+    """The net as an ONNX ``ModelProto``: Table 1's layers as ONNX operators, NCHW inside,
+    from the same walk over the spec as the model (``Spec.layers``).
 
     fc6-8 are convolutions (fc6 one of its k x k window, fc7 and fc8 1x1), then a global
     average pool: at the crop size the score map is 1x1 and this is the plain classifier; on
@@ -199,21 +200,22 @@ def onnx_graph(record: ModelRecord, variables: dict, iface: Interface, names: Se
     x = node("Sub", [x, const("mean_rgb", np.asarray(record.mean_rgb))], "centred")
     x = node("Div", [x, const("std_rgb", np.asarray(record.std_rgb))], "normalised")
     x = node("Transpose", [x], "nchw", perm=[0, 3, 1, 2])
-    for b, block in enumerate(spec.blocks, start=1):
-        for i in range(1, len(block) + 1):
-            p = params[f"conv{b}_{i}"]
-            x = conv(x, f"conv{b}_{i}", p["kernel"], p["bias"], pad=True)
+    for layer in spec.layers():
+        if layer.kind == "conv":
+            p = params[layer.name]
+            x = conv(x, layer.name, p["kernel"], p["bias"], pad=True)
             if spec.batch_norm:
-                bn, s = params[f"bn{b}_{i}"], stats[f"bn{b}_{i}"]
+                bn, s = params[layer.norm], stats[layer.norm]
                 x = node("BatchNormalization",
-                         [x, const(f"bn{b}_{i}.scale", bn["scale"]),
-                          const(f"bn{b}_{i}.bias", bn["bias"]),
-                          const(f"bn{b}_{i}.mean", s["mean"]), const(f"bn{b}_{i}.var", s["var"])],
-                         f"bn{b}_{i}", epsilon=1e-5)
-            x = node("Relu", [x], f"relu{b}_{i}")
-        if spec.lrn and b == 1:  # ONNX's LRN is Caffe's: alpha / size times the window sum
-            x = node("LRN", [x], "lrn1", size=5, alpha=1e-4, beta=0.75, bias=2.0)
-        x = node("MaxPool", [x], f"pool{b}", kernel_shape=[2, 2], strides=[2, 2])
+                         [x, const(f"{layer.norm}.scale", bn["scale"]),
+                          const(f"{layer.norm}.bias", bn["bias"]),
+                          const(f"{layer.norm}.mean", s["mean"]),
+                          const(f"{layer.norm}.var", s["var"])], layer.norm, epsilon=1e-5)
+            x = node("Relu", [x], layer.name.replace("conv", "relu", 1))
+        elif layer.kind == "lrn":  # ONNX's LRN is Caffe's: alpha / size times the window sum
+            x = node("LRN", [x], layer.name, size=5, alpha=1e-4, beta=0.75, bias=2.0)
+        else:
+            x = node("MaxPool", [x], layer.name, kernel_shape=[2, 2], strides=[2, 2])
     fc6 = params["fc6"]
     channels = params[models.layer_names(record.arch)[-1]]["kernel"].shape[-1]
     window = models.fc6_window(record.arch, params)

@@ -25,13 +25,15 @@ from vgg_jax import models
 def fields(arch: str) -> dict[str, int]:
     """{layer: receptive field side in input pixels} for every convolution and pooling."""
     field, jump, out = 1, 1, {}
-    for b, block in enumerate(models.get_spec(arch).blocks, start=1):
-        for i, (_, kernel) in enumerate(block, start=1):
-            field += (kernel - 1) * jump
-            out[f"conv{b}_{i}"] = field
-        field += jump
-        jump *= 2
-        out[f"pool{b}"] = field
+    for layer in models.get_spec(arch).layers():
+        if layer.kind == "conv":
+            field += (layer.kernel - 1) * jump
+        elif layer.kind == "pool":
+            field += jump
+            jump *= 2
+        else:
+            continue  # LRN looks across channels only
+        out[layer.name] = field
     return out
 
 
@@ -39,11 +41,14 @@ def block_table(arch: str, image_size: int = 224) -> list[dict]:
     """Per block: receptive field of its last convolution, weights, MACs and ReLUs."""
     rows = models.summary(models.create_model(arch), image_size)
     field = fields(arch)
+    convs = models.get_spec(arch).convs()
     table = []
-    for b, block in enumerate(models.get_spec(arch).blocks, start=1):
-        layers = [r for r in rows if r["name"].startswith(f"conv{b}_")]
-        table.append({"block": b, "kernels": "+".join(f"{k}x{k}" for _, k in block),
-                      "field": field[f"conv{b}_{len(block)}"],
+    for b in sorted({layer.block for layer in convs}):
+        block = [layer for layer in convs if layer.block == b]
+        names = {layer.name for layer in block}
+        layers = [r for r in rows if r["name"] in names]
+        table.append({"block": b, "kernels": "+".join(f"{c.kernel}x{c.kernel}" for c in block),
+                      "field": field[block[-1].name],
                       "params": sum(r["params"] for r in layers),
                       "macs": sum(r["macs"] for r in layers), "relus": len(layers)})
     return table

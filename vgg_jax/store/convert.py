@@ -72,20 +72,21 @@ def torchvision_plan(arch: str, include_top: bool = True) -> Plan:
     """Where each tensor of torchvision's ``models.<arch>().state_dict()`` goes."""
     spec = models.get_spec(arch)
     plan, index = [], 0  # torchvision's ``features`` Sequential: conv, [bn], relu ..., pool
-    for b, block in enumerate(spec.blocks, start=1):
-        for i in range(1, len(block) + 1):
-            plan += [(f"features.{index}.weight", ("params", f"conv{b}_{i}", "kernel"), "oihw"),
-                     (f"features.{index}.bias", ("params", f"conv{b}_{i}", "bias"), "")]
+    for layer in spec.layers():
+        if layer.kind == "lrn":
+            continue  # torchvision has no A-LRN
+        if layer.kind == "conv":
+            plan += [(f"features.{index}.weight", ("params", layer.name, "kernel"), "oihw"),
+                     (f"features.{index}.bias", ("params", layer.name, "bias"), "")]
             index += 1
             if spec.batch_norm:
-                bn = f"bn{b}_{i}"
+                bn = layer.norm
                 plan += [(f"features.{index}.weight", ("params", bn, "scale"), ""),
                          (f"features.{index}.bias", ("params", bn, "bias"), ""),
                          (f"features.{index}.running_mean", ("batch_stats", bn, "mean"), ""),
                          (f"features.{index}.running_var", ("batch_stats", bn, "var"), "")]
                 index += 1
-            index += 1  # ReLU
-        index += 1  # MaxPool
+        index += 1  # the ReLU after a convolution, or the MaxPool
     if include_top:
         for key, layer, kind in (("classifier.0", "fc6", "fc6_nchw"),
                                  ("classifier.3", "fc7", "linear"),

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vgg_jax.training.durations import to_steps
+
 SCHEDULES = ("plateau", "step", "cosine", "constant")
 OPTIMIZERS = ("sgd", "adamw", "lars")
 
@@ -38,11 +40,11 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
                     total_steps: int) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """The step-indexed learning-rate schedule (without the plateau factor)."""
     lr = base_learning_rate(config)
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    warmup = to_steps(config.warmup_epochs, steps_per_epoch)
     if config.schedule in ("plateau", "constant"):
         main = optax.constant_schedule(lr)
     elif config.schedule == "step":
-        boundaries = {int(round(e * steps_per_epoch)) - warmup: config.lr_decay_factor
+        boundaries = {to_steps(e, steps_per_epoch) - warmup: config.lr_decay_factor
                       for e in config.lr_decay_epochs}
         main = optax.piecewise_constant_schedule(lr, boundaries)
     elif config.schedule == "cosine":

@@ -11,7 +11,6 @@ those steps: "allow" by default; "disallow" makes any copy there an error on GPU
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -27,7 +26,7 @@ from clu import metric_writers, periodic_actions
 
 from vgg_jax.store import checkpoints, transfer
 from vgg_jax import models
-from vgg_jax.training import optim, schema, steps
+from vgg_jax.training import durations, optim, schema, steps
 from vgg_jax.parallel import preemption
 from vgg_jax.data import pipeline, sources
 from vgg_jax.errors import NonFiniteError, Preempted, UserError
@@ -44,8 +43,9 @@ def frozen_layers(pattern: str, layers) -> frozenset:
     return frozen
 
 
-def _validate(config: ml_collections.ConfigDict, record: ModelRecord) -> None:
-    """The checks that need the devices or the model, after ``schema.check``."""
+def _validate(config: ml_collections.ConfigDict, model: models.VGG) -> tuple[dict, frozenset]:
+    """The checks that need the devices or the model, after ``schema.check``; returns the
+    model's variables as shape structures and the frozen layers."""
     devices, processes = jax.device_count(), jax.process_count()
     if config.batch_size % devices:
         raise UserError(f"batch_size {config.batch_size} is not divisible by the "
@@ -64,10 +64,10 @@ def _validate(config: ml_collections.ConfigDict, record: ModelRecord) -> None:
         raise UserError(f"data_shards {shards} must be a multiple of the {processes} "
                         f"processes and divide each process's batch.")
     try:
-        abstract = models.abstract_variables(record.build(), config.image_size)
+        abstract = models.abstract_variables(model, config.image_size)
     except ValueError as e:
         raise UserError(str(e)) from None
-    frozen_layers(config.freeze, list(abstract["params"]))
+    return abstract, frozen_layers(config.freeze, list(abstract["params"]))
 
 
 def _check_workdir(workdir: str) -> None:
@@ -78,12 +78,6 @@ def _check_workdir(workdir: str) -> None:
     except OSError as e:
         raise UserError(f"Cannot write to workdir {workdir!r} ({e.strerror}): choose a "
                         f"writable directory.") from None
-
-
-def _every(config, name: str, steps_per_epoch: int) -> int:
-    steps = config.get(f"{name}_every_steps", 0)
-    return steps if steps > 0 else max(1, int(round(config[f"{name}_every_epochs"]
-                                                    * steps_per_epoch)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -98,15 +92,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     schema.check(config)
     config = ml_collections.FrozenConfigDict(config)
     wanted = ModelRecord.from_config(config)
-    _validate(config, wanted)
+    model = wanted.build(**module_options(config), bn_axis_name=steps.AXIS)
+    abstract, frozen = _validate(config, model)
     _check_workdir(workdir)
     builder = sources.get_builder(config.dataset, config.data_dir, config.manual_dir)
     sources.check_splits(builder, [config.train_split, config.eval_split])
     store = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"),
                                     keep=config.keep_checkpoints,
                                     asynchronous=config.async_checkpoints)
-    model = wanted.build(**module_options(config), bn_axis_name=steps.AXIS)
-    abstract = models.abstract_variables(model, config.image_size)
     resume, load_init, record = store.newest_record(), None, wanted
     if resume is not None:
         resume[1].check_fits(wanted, f"workdir {workdir!r}")
@@ -117,14 +110,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         record = wanted.with_preprocessing_of(source, config.init_from)
     label = builder.info.features["label"] if "label" in builder.info.features else None
     record = record.with_class_names(getattr(label, "names", None))
-    frozen = frozen_layers(config.freeze, list(abstract["params"]))
 
     sources.prepare(builder, config.manual_dir)
     local_batch = config.batch_size // jax.process_count()
     shards = config.data_shards or jax.process_count()
     steps_per_epoch = pipeline.epoch_steps(builder, config.train_split,
                                            config.batch_size // shards, shards)
-    total_steps = config.num_train_steps or int(math.ceil(config.num_epochs * steps_per_epoch))
+    total_steps = durations.total_steps(config, steps_per_epoch)
     schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
     tx = optim.create_optimizer(config, schedule, frozen)
     state, rng = steps.initial_state(model, tx, config.image_size, config.seed, load_init,
@@ -165,8 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 json.dump(config.to_dict(), f, indent=2, default=str)
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
     log_every = config.log_every_steps
-    eval_every = _every(config, "eval", steps_per_epoch)
-    ckpt_every = _every(config, "checkpoint", steps_per_epoch)
+    eval_every = durations.every(config, "eval", steps_per_epoch)
+    ckpt_every = durations.every(config, "checkpoint", steps_per_epoch)
     logging.info("Training %s for %d steps (%d per epoch), batch %d on %d devices.",
                  record.arch, total_steps, steps_per_epoch, config.batch_size,
                  jax.device_count())
