@@ -1,19 +1,7 @@
-"""The paper's evaluation protocols (sections 3.2 and 4), for one checkpoint or an ensemble.
-
-    python -m vgg_jax.evaluate --checkpoint=WORKDIR [--checkpoint=WORKDIR2 ...] \
-        [--config=configs/vgg16.py] [--scales=256,384,512] [--protocols=single,dense,...]
-
-Protocols, each averaging soft-max posteriors over the test scales Q and the checkpoints:
-- ``single``: rescale to Q, centre crop (what torchvision and Keras report);
-- ``dense``: the whole rescaled image through the fully-convolutional net, class score map
-  averaged spatially, posteriors averaged with those of the horizontal flip;
-- ``multicrop``: a 5x5 grid of crops times 2 flips (50 per scale);
-- ``dense+multicrop``: the average of the two.
-Dense inputs of any size are padded into a few shapes per scale (their long side rounded up
-to a multiple of ``bucket``), with the padding masked out exactly, so each shape compiles once.
-The table (protocol, train scale, test scales, top-1 and top-5 error, images, seconds) is
-printed and written as JSON and CSV.
-"""
+"""The paper's evaluation protocols (sections 3.2 and 4) for one checkpoint or an ensemble:
+``Net`` (a restored model), ``Evaluator`` (single crop, dense, multi-crop, both; several
+test scales) and ``evaluate``. The command is ``python -m vgg_jax.evaluate``
+(``vgg_jax/evaluate.py``, where the protocols are described)."""
 
 from __future__ import annotations
 

@@ -1,28 +1,7 @@
-"""What a trained VGG looks at: Grad-CAM, saliency, SmoothGrad, integrated gradients and
-the dense evaluation's class score map.
-
-    python -m vgg_jax.explain --checkpoint CKPT IMAGE... --method gradcam|saliency|smoothgrad|
-        integrated-gradients|scoremap [--layer conv5_3] [--class K] --out DIR
-
-Each method maps a batch of images, as RGB pixels (N, H, W, 3) in 0..255, to one map per
-image of their size (N, H, W), explaining one class per image (default: the predicted one)
-through its logit:
-- ``gradcam`` (Selvaraju et al., 2017): the layer's activations weighted by the spatial mean
-  of the logit's gradient with respect to them, rectified, upsampled bilinearly;
-- ``saliency`` (Simonyan, Vedaldi & Zisserman, 2014, the VGG authors' own): the largest
-  absolute gradient of the logit over the three colour channels of each pixel;
-- ``smoothgrad`` (Smilkov et al., 2017): saliency averaged over noisy copies of the image
-  (noise 15% of its pixel range);
-- ``integrated-gradients`` (Sundararajan et al., 2017): (image - baseline) times the
-  gradient averaged along the straight path from a black baseline (trapezoid rule);
-  ``integrated_gradients`` returns the per-channel attributions, which sum to the logit's
-  rise from the baseline; the map is their absolute sum over channels;
-- ``scoremap``: the class posterior at every position of the dense evaluation's score map
-  (fc6-8 slid over the whole image, one position per 32 pixels), each placed at the centre of
-  the crop it sees. It takes images larger than the crop; the others take crop-size images.
-Every method is jit-compiled and batched; the CLI writes, per image and method, a PNG of the
-map over the photo and the map itself (``.npy``).
-"""
+"""Explanations of a trained VGG (``Explainer``): Grad-CAM, saliency, SmoothGrad,
+integrated gradients and the dense evaluation's class score map, each one jit-compiled,
+batched method; ``colourise`` and ``overlay`` draw them. The command is
+``python -m vgg_jax.explain`` (``vgg_jax/explain.py``)."""
 
 from __future__ import annotations
 

@@ -1,29 +1,7 @@
-"""A trained net for use outside JAX: StableHLO, SavedModel, TFLite and ONNX.
-
-    python -m vgg_jax.export --checkpoint CKPT --format stablehlo|savedmodel|tflite|onnx
-        --out DIR [--batch N] [--logits] [--image_size S] [--no-ema]
-
-Every artefact takes uint8 RGB images (N, S, S, 3), S the checkpoint's crop size, applies
-the checkpoint's own preprocessing ((x - mean) / std) and returns class probabilities
-(``--logits``: logits), (N, classes). A larger S exports the paper's dense evaluation: the
-class score map averaged over the image. ``--batch 0`` leaves N symbolic.
-
-- ``stablehlo``: ``jax.export`` for CPU, CUDA and TPU, weights inlined, serialised to
-  ``model.jax_exported`` (``jax.export.deserialize(...).call(images)``);
-- ``savedmodel``: ``jax2tf`` with the weights as TF variables and a ``serving_default``
-  signature (input ``images``), for TF Serving and ``tf.saved_model.load``;
-- ``tflite``: ``model.tflite``, converted from that SavedModel;
-- ``onnx``: ``model.onnx`` (opset 17, NCHW inside), built layer by layer from the net's
-  Table 1 row with ``onnx.helper`` and run by ``onnxruntime``. Neither converter the issue
-  names works with this stack: ``jax2onnx`` requires orbax-checkpoint < 0.11.37 (vgg_jax
-  pins 0.12) and ``tf2onnx`` cannot read the ``XlaCallModule`` op that ``jax2tf`` emits.
-
-DIR also gets ``labels.txt`` (class names, one per line, in class order) and
-``export.json`` (what the graph takes and gives). DIR is written whole or not at all:
-everything goes to ``DIR.partial`` first, and an existing DIR is never replaced.
-``load(DIR)`` runs any artefact with its own runtime; the CLI checks each one against
-``model.apply`` on a few images before it reports success.
-"""
+"""A trained net as a StableHLO, SavedModel, TFLite or ONNX artefact (``export``), each
+checked against ``model.apply`` with its own runtime (``load``, ``reference``) before it is
+kept. The command is ``python -m vgg_jax.export`` (``vgg_jax/export.py``, where the formats
+and flags are described)."""
 
 from __future__ import annotations
 

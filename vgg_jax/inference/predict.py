@@ -1,13 +1,6 @@
-"""Top-5 classes of image files under a trained or converted checkpoint.
-
-    python -m vgg_jax.predict --checkpoint DIR [--protocol single|dense|multicrop]
-        [--scales 256,384] IMAGE [IMAGE ...]
-
-Each image is preprocessed as the checkpoint expects (its stored mean and std, test scale Q
-and crop) and evaluated under one of the paper's protocols (see ``vgg_jax.inference.evaluate``).
-Class names come with the checkpoint (image-folder runs) or, for 1000-class ImageNet nets,
-with the package. A file that cannot be read as an image is reported and skipped.
-"""
+"""Top-5 classes of image files under a checkpoint: the images rescaled as the checkpoint
+expects (``rescaled``), its class names (``class_names``) and ``predict``. The command is
+``python -m vgg_jax.predict`` (``vgg_jax/predict.py``)."""
 
 from __future__ import annotations
 

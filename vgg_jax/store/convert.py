@@ -1,21 +1,6 @@
-"""Pretrained torchvision and Keras VGG weights as vgg_jax checkpoints.
-
-    python -m vgg_jax.convert --from torchvision --arch vgg16 vgg16-397923af.pth --out DIR
-    python -m vgg_jax.convert --from keras --arch vgg19 \
-        vgg19_weights_tf_dim_ordering_tf_kernels.h5 --out DIR
-
-writes ``DIR/checkpoints/0``, which ``main`` (``--config.init_from=DIR``), ``evaluate`` and
-``predict`` load like any training checkpoint. Layouts handled:
-- torchvision (vgg11/13/16/19 and ``_bn``; ``.pth`` read without torch, or ``.safetensors``):
-  OIHW kernels to HWIO; fc6 consumes an NCHW flatten of pool5, ours an NHWC one, so its
-  input axis is permuted; BatchNorm weight/bias/running statistics. Expects RGB in [0, 1]
-  normalised by ImageNet's mean and std, stored as mean 255*(0.485, 0.456, 0.406) and std
-  255*(0.229, 0.224, 0.225).
-- Keras (vgg16, vgg19; with and without top; legacy ``.h5`` or Keras 3 ``.weights.h5``):
-  HWIO kernels already and an NHWC flatten, but the first layer reads BGR with Caffe's BGR
-  mean subtracted, so its input channels are reversed and the mean is stored in RGB order.
-The number of classes and (for Keras) the input size are read from the file's head.
-"""
+"""Pretrained torchvision and Keras VGG weights as vgg_jax checkpoints: where each of
+their tensors goes (``torchvision_plan``, ``keras_plan``), ``convert`` and ``write``. The
+command is ``python -m vgg_jax.convert`` (``vgg_jax/convert.py``)."""
 
 from __future__ import annotations
 

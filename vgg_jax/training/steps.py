@@ -135,9 +135,10 @@ def _gradients(state: TrainState, images, targets, labels, rng, *, model: models
     with its own BatchNorm statistics and updating the running ones in turn (as accumulating
     gradients in PyTorch does). On accelerators they run in a ``lax.scan``, so that one
     micro-batch's activations are alive at a time. On CPU they are unrolled: XLA:CPU computes
-    a convolution's weight gradient about 20x slower inside a loop (0.32 s against 7.0 s for
-    a 64-channel 3x3 layer on 32 64x64 maps), and CPU memory is rarely what limits the batch
-    (``accumulation`` "scan" or "unroll" overrides the choice). ``targets`` None means hard ``labels``.
+    a convolution's weight gradient far slower inside a loop (``docs/compute.md``), and CPU
+    memory is rarely what limits the batch. Under "auto" the platform the program is lowered
+    for decides (``lax.platform_dependent``); ``accumulation`` "scan" or "unroll" forces
+    one. ``targets`` None means hard ``labels``.
     """
     def loss_fn(params, batch_stats, images, targets, labels, rng):
         variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
@@ -166,17 +167,23 @@ def _gradients(state: TrainState, images, targets, labels, rng, *, model: models
     carry = (jax.tree_util.tree_map(jnp.zeros_like, state.params), state.batch_stats)
     xs = (micro_batches(images), micro_batches(targets), micro_batches(labels),
           jnp.arange(accum_steps))
-    how = accumulation if accumulation != "auto" else (
-        "unroll" if jax.default_backend() == "cpu" else "scan")
-    if how == "scan":
-        (grads, stats), (losses, logits) = jax.lax.scan(micro, carry, xs)
-    else:
+
+    def scanned(carry, xs):
+        return jax.lax.scan(micro, carry, xs)
+
+    def unrolled(carry, xs):
         outs = []
         for i in range(accum_steps):
             carry, out = micro(carry, jax.tree_util.tree_map(lambda x: x[i], xs))
             outs.append(out)
-        (grads, stats), (losses, logits) = carry, jax.tree_util.tree_map(
-            lambda *x: jnp.stack(x), *outs)
+        return carry, jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outs)
+
+    if accumulation == "auto":
+        (grads, stats), (losses, logits) = jax.lax.platform_dependent(
+            carry, xs, cpu=unrolled, default=scanned)
+    else:
+        (grads, stats), (losses, logits) = {"scan": scanned, "unroll": unrolled}[accumulation](
+            carry, xs)
     grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
     return losses.mean(), logits.reshape(-1, logits.shape[-1]), stats, grads
 

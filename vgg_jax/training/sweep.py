@@ -1,22 +1,7 @@
-"""Ablation sweeps: a grid of config overrides, each an ordinary training run.
-
-    python -m vgg_jax.sweep --config=configs/ablations/depth.py --workdir=DIR \
-        [--config.num_epochs=2] [--only=A,B]
-
-A study file defines ``get_config()`` (the training config every run starts from; override
-it with ``--config.x=y`` as for ``vgg_jax.main``) and ``get_sweep()``: a list of runs, each a
-dict of config overrides with a ``label`` naming the setting (runs that differ only by
-``seed`` share a label and are averaged) and optionally a folder ``name`` (default: the
-label). Every run trains in ``DIR/<name>[-seed<k>]`` like
-``vgg_jax.main`` would, so an interrupted sweep resumes where it stopped when rerun:
-finished runs (``result.json``) are skipped, unfinished ones resume from their checkpoints.
-Results are collected into ``DIR/results.csv`` (one row per run), ``DIR/results.md``
-(mean and standard deviation over seeds per setting) and ``DIR/results.png`` (error per
-setting, and every run's training loss).
-
-A run whose loss becomes NaN or infinite is recorded as diverged and the sweep goes on.
-Exit status as ``vgg_jax.main``: 0, 2 after ``error:``, 75 when stopped by SIGTERM.
-"""
+"""Ablation sweeps as ordinary training runs: load a study file (``load_sweep``), name and
+configure each run, ``execute`` them resumably, and collect the results (``summarize``,
+``write_results``, ``plot``). The command is ``python -m vgg_jax.sweep``
+(``vgg_jax/sweep.py``, where the study files are described)."""
 
 from __future__ import annotations
 
