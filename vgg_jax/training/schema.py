@@ -20,6 +20,7 @@ import ml_collections
 
 from vgg_jax import models
 from vgg_jax.errors import UserError
+from vgg_jax.training import optim
 
 
 class ConfigError(UserError):
@@ -183,7 +184,7 @@ FIELDS: dict[str, Field] = {
     "fc_width": Int(0, default=0, doc='0: round(4096 * width)'),
     "dropout_rate": Float(0, 1, high_open=True, default=0.5),
     "initializer": Choice("auto", "glorot", "normal", "he", default="auto",
-                          doc='glorot | normal | he | auto (he with BatchNorm, else glorot)'),
+                          doc="auto: he with BatchNorm, else glorot"),
     "init_std": Float(0, low_open=True, default=0.01, doc="std of the paper's normal init"),
     "dtype": Choice("float32", "bfloat16", "float16", default="float32",
                     doc='computation dtype; bfloat16 keeps float32 parameters'),
@@ -200,7 +201,7 @@ FIELDS: dict[str, Field] = {
     "train_scale_max": SIDE.but(default=256),
     "eval_scale": SIDE.but(default=256, doc='Q for the single-crop validation during training'),
     "train_crop": Choice("scale", "inception", default="scale",
-                         doc="scale (the paper's) | inception (random-resized crop)"),
+                         doc="scale: the paper's; inception: random-resized crop"),
     "pca_std": Float(0, default=0.1, doc="AlexNet's PCA colour shift; 0 turns it off"),
     "mean_rgb": Field(tuple, length=3, item=Float(), default=(123.68, 116.779, 103.939)),
     "std_rgb": Field(tuple, length=3, item=Float(0, low_open=True), default=(1.0, 1.0, 1.0),
@@ -214,12 +215,11 @@ FIELDS: dict[str, Field] = {
     "batch_size": Int(1, default=256, doc='global, over all devices and hosts'),
     "learning_rate": Float(0, low_open=True, default=0.01),
     "lr_scaling": Choice("none", "linear", default="none",
-                         doc='none | linear (x batch_size / 256)'),
+                         doc="linear: learning_rate x batch_size / 256"),
     "momentum": Float(0, 1, high_open=True, default=0.9),
     "nesterov": BOOL.but(default=False),
     "weight_decay": Float(0, default=5e-4),
-    "schedule": Choice("plateau", "step", "cosine", "constant", default="plateau",
-                       doc='plateau | step | cosine | constant'),
+    "schedule": Choice(*optim.SCHEDULES, default="plateau"),
     "warmup_epochs": Float(0, default=0.0),
     "lr_decay_factor": Float(0, 1, low_open=True, default=0.1),
     "lr_decay_epochs": Field(tuple, item=Float(0), rule=_ascending, default=(30, 60),
@@ -230,10 +230,10 @@ FIELDS: dict[str, Field] = {
     "num_epochs": Float(0, low_open=True, default=74.0),
     "num_train_steps": Int(0, default=0, doc='> 0 overrides num_epochs'),
     # Recipes beyond the paper.
-    "optimizer": Choice("sgd", "adamw", "lars", default="sgd",
-                        doc='sgd (momentum, nesterov, L2 decay) | adamw | lars'),
+    "optimizer": Choice(*optim.OPTIMIZERS, default="sgd",
+                        doc="sgd: momentum, nesterov, L2 decay"),
     "weight_decay_on": Choice("kernels", "all", default="kernels",
-                              doc='kernels (conv/fc weights: not biases or BatchNorm) | all'),
+                              doc="kernels: conv and fc weights, not biases or BatchNorm"),
     "adam_b1": Float(0, 1, high_open=True, default=0.9, doc='adamw: decay of the first moment'),
     "adam_b2": Float(0, 1, high_open=True, default=0.999, doc='adamw: decay of the second moment'),
     "lars_trust_coefficient": Float(0, low_open=True, default=0.001,
