@@ -23,6 +23,7 @@ def _smoke(script: str, out) -> str:
     return (out / f"{script}.md").read_text()
 
 
+@pytest.mark.slow
 def test_speed_suite_smoke(tmp_path):
     """vgg_jax, Keras (and PyTorch where installed) side by side: images/s, utilisation,
     compile time, memory, ratios, the pipeline ratio, a table and a plot."""
@@ -54,6 +55,7 @@ def test_table_figures_keep_small_measurements_nonzero():
         "0.0412", "0.5", "4", "24.3", "355", "1420"]
 
 
+@pytest.mark.slow
 def test_speed_rounds_give_medians_and_each_rounds_ratio():
     """--rounds: one row per framework and case with the median rate, and vgg_jax's ratio
     to the others round by round (the load of a shared machine drifts between processes)."""
@@ -77,6 +79,7 @@ def test_speed_rounds_give_medians_and_each_rounds_ratio():
     assert proc.returncode != 0 and "--rounds must be at least 1" in proc.stderr
 
 
+@pytest.mark.slow
 def test_layer_benchmark_smoke(tmp_path):
     """Every convolution timed in XLA, oneDNN (where built) and PyTorch (where installed)
     and by Winograd, the second and last first checked against XLA; totals and the share of
@@ -98,6 +101,7 @@ def test_layer_benchmark_smoke(tmp_path):
     assert re.search(r"whole training step .* of which its convolutions alone take", md)
 
 
+@pytest.mark.slow
 def test_export_benchmark_smoke(tmp_path):
     """Every format exported, agreeing with model.apply, and timed against it."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "export.py"),
@@ -114,6 +118,7 @@ def test_export_benchmark_smoke(tmp_path):
     assert rows[0][9] == "1.00x"
 
 
+@pytest.mark.slow
 def test_onednn_benchmark_smoke(tmp_path):
     """Both routes of each step timed side by side, with the kernel oneDNN chose; --fc and
     --input-gradient each compare their one part; two of them at once is refused."""
@@ -148,6 +153,7 @@ def test_onednn_benchmark_smoke(tmp_path):
     assert both.returncode != 0 and "pass one" in both.stderr
 
 
+@pytest.mark.slow
 def test_step_profile_names_the_thunks(tmp_path):
     """The profile of the trainer's step: its rate, time by thunk kind, the overlap table."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"),
@@ -162,6 +168,7 @@ def test_step_profile_names_the_thunks(tmp_path):
     assert "thunks running at once" in out and (tmp_path / "hlo.txt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not onednn.available(), reason="oneDNN kernels not buildable here")
 def test_onednn_ops_benchmark_smoke(tmp_path):
     """Each primitive (forward, input and kernel gradient) against XLA's and TensorFlow's

@@ -24,6 +24,7 @@ from vgg_jax.compute.options import DEFAULT, ComputeOptions
     ((3, 3), 8, 7, "im2col"), ((4, 4), 8, 7, "im2col"), ((4, 3), 8, 5, "im2col"),
     ((5, 5), 8, 5, "xla"), ((8, 8), 8, 7, "xla"), ((28, 28), 256, 5, "xla"),
     ((14, 14), 64, 7, "xla")])
+@pytest.mark.slow
 def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
     """im2col (tiny maps: XLA:CPU is ~80x slower there) and Winograd F(2x2, 3x3) (blocks 3-4
     on CPU) give XLA's values and gradients; ``choose`` routes shapes as documented."""
@@ -52,6 +53,7 @@ def test_convolution_algorithms_match_xla(hw, cin, kernel, algorithm):
     # XLA's products of the copied taps.
     (2, (1, 1), 8, 3, 5), (2, (2, 1), 8, 3, 5), (2, (3, 2), 6, 1, 4),
     (2, (4, 3), 8, 5, 5), (2, (4, 4), 8, 7, 3), (2, (2, 2), 8, 7, 5)])
+@pytest.mark.slow
 def test_taps_match_xla(n, hw, cin, kernel, cout, dtype):
     """The tap-by-tap convolution (small maps on AVX-512 CPUs) gives XLA's values and
     gradients, as one oneDNN call or by XLA's products, in float32 and (summed in float32)
@@ -86,6 +88,7 @@ def test_convolution_rejects_unknown_algorithms():
         conv.convolve(x, w, "fft")
 
 
+@pytest.mark.slow
 def test_inference_with_winograd_matches_direct_convolution():
     """VGG-11's blocks 3-4 at 112x112 (28-pixel maps, 256-512 channels) take Winograd in
     inference on CPU; features agree with XLA's direct convolutions to float32 rounding."""

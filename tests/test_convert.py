@@ -46,6 +46,7 @@ def photos(tmp_path) -> list[str]:
             for name in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["vgg16", "vgg16_bn"])
 def test_torchvision_state_dict_matches_numpy_nchw_forward(arch, tmp_path):
     state = torchvision_state_dict(arch, np.random.default_rng(0))
@@ -135,6 +136,7 @@ def keras_outputs(model, images: np.ndarray, arch: str) -> np.ndarray:
     return np.asarray(model(module.preprocess_input(images.copy()), training=False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, size, fmt", [("vgg16", 224, "legacy"), ("vgg19", 64, "keras3")])
 def test_keras_logits_match(arch, size, fmt, tmp_path):
     classes = 1000 if size == 224 else 10
@@ -169,6 +171,7 @@ def small_imagenet_net(tmp_path_factory) -> str:
     return out
 
 
+@pytest.mark.slow
 def test_predict_prints_sorted_top5_and_reports_bad_files(small_imagenet_net, tmp_path):
     jpg, png = photos(tmp_path)
     bad = tmp_path / "notes.jpg"
@@ -189,6 +192,7 @@ def test_predict_prints_sorted_top5_and_reports_bad_files(small_imagenet_net, tm
         assert all(line.split(None, 1)[1] in names for line in block)
 
 
+@pytest.mark.slow
 def test_predict_dense_agrees_with_evaluator(small_imagenet_net, tmp_path):
     jpg, _ = photos(tmp_path)
     net = evaluate.Net.load(small_imagenet_net)
@@ -202,6 +206,7 @@ def test_predict_dense_agrees_with_evaluator(small_imagenet_net, tmp_path):
     assert top[0][1] == pytest.approx(probs.max())
 
 
+@pytest.mark.slow
 def test_fine_tune_from_converted_keeps_features_and_renews_head(small_imagenet_net, tiny_config,
                                                                   tmp_path, caplog):
     c = tiny_config
@@ -231,6 +236,7 @@ def test_freeze_pattern_must_match_a_layer(tiny_config, tmp_path):
         train.train_and_evaluate(tiny_config, str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_wrong_architecture_names_key_shapes_and_the_right_arch(tmp_path):
     model = keras_model("vgg16", include_top=False, input_shape=(32, 32, 3))
     save_legacy_h5(model, str(tmp_path / "vgg16_notop.h5"))
@@ -244,6 +250,7 @@ def test_wrong_architecture_names_key_shapes_and_the_right_arch(tmp_path):
         convert.convert("torchvision", "vgg13", str(tmp_path / "vgg11_features.pth"))
 
 
+@pytest.mark.slow
 def test_truncated_files_and_existing_output(tmp_path):
     state = {k: v for k, v in torchvision_state_dict("vgg11", np.random.default_rng(0)).items()
              if k.startswith("features")}
@@ -290,6 +297,7 @@ def test_every_cut_of_a_pth_file_is_named_truncated(tmp_path):
         weight_files.read(str(png))
 
 
+@pytest.mark.slow
 def test_no_released_weights_for_the_large_kernel_twins(tmp_path):
     good = str(tmp_path / "vgg13.pth")
     write_pth(good, torchvision_state_dict("vgg13", np.random.default_rng(0)))

@@ -32,6 +32,7 @@ def test_scan_layout(image_folder, tmp_path):
     assert folder_lib.config_name("/a/b/my-data") != folder_lib.config_name("/c/b/my-data")
 
 
+@pytest.mark.slow
 def test_resume_rebuilds_the_same_batches(image_folder, tmp_path):
     builder = sources.get_builder(f"imagefolder:{image_folder}", str(tmp_path / "tfds"))
     sources.prepare(builder)
@@ -101,6 +102,7 @@ def test_pca_colour_shift_statistics():
     np.testing.assert_allclose(projected.std(0), expected, rtol=0.1)
 
 
+@pytest.mark.slow
 def test_flip_rate_and_inception_crop():
     half = np.zeros((40, 40, 3), np.uint8)
     half[:, :20] = 255  # bright left half: a flip makes the right half bright
@@ -172,6 +174,7 @@ def test_unreadable_files_are_reported_and_skipped(image_folder, tmp_path, caplo
     assert "broken.jpg" in caplog.text
 
 
+@pytest.mark.slow
 def test_rgb_stats_command(image_folder, tmp_path):
     import glob
     import subprocess

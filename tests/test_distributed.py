@@ -77,6 +77,7 @@ def params(result: dict) -> dict:
     return {k: v for k, v in result.items() if k.startswith("param")}
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_with_four_devices(runs):
     _, _, two, one = runs
     assert [(r["process_index"], r["process_count"], r["devices"]) for r in two] == \
@@ -93,6 +94,7 @@ def test_two_processes_train_like_one_with_four_devices(runs):
     np.testing.assert_allclose(two[0]["metric_eval_loss"], one[0]["metric_eval_loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluation_protocols_across_processes_count_every_image_once(runs):
     c, tmp, _, _ = runs
     checkpoint = str(tmp / "one")
@@ -122,6 +124,7 @@ def test_cluster_arguments_come_from_config_then_environment():
         distributed.cluster_args(config, {})
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_step_with_one_checkpoint(runs):
     """JAX's preemption sync: the signalled process and the other agree on the step."""
     c, tmp, _, _ = runs

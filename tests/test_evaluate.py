@@ -31,6 +31,7 @@ def _net(image_size=32, arch="vgg11_bn", seed=0):
                         dataclasses.replace(RECORD, arch=arch, image_size=image_size))
 
 
+@pytest.mark.slow
 def test_dense_equals_single_crop_at_the_crop_size():
     net = _net(image_size=224)  # Q = 224 on 224x224 images: fc6 is a 7x7 convolution
     images = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype(np.float32)
@@ -39,6 +40,7 @@ def test_dense_equals_single_crop_at_the_crop_size():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_padding_does_not_change_dense_scores():
     net = _net(image_size=64)  # fc6 is a 2x2 window: padding must stay out of it exactly
     rng = np.random.default_rng(1)
@@ -51,6 +53,7 @@ def test_padding_does_not_change_dense_scores():
                                    rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_flip_averaging_changes_nothing_on_a_symmetric_image():
     net = _net()
     half = np.random.default_rng(2).normal(size=(40, 24, 3)).astype(np.float32)
@@ -121,6 +124,7 @@ def trained(image_folder, tmp_path_factory):
     return c, str(root / "run")
 
 
+@pytest.mark.slow
 def test_ensemble_of_two_identical_checkpoints_and_single_crop_matches_training(trained):
     config, workdir = trained
     one = evaluate.evaluate(config, [workdir], protocols=["single", "dense"])
@@ -132,6 +136,7 @@ def test_ensemble_of_two_identical_checkpoints_and_single_crop_matches_training(
     assert final["eval_scale"] == 36  # single-crop at Q=36 is what training evaluated
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_table(trained, tmp_path):
     config, workdir = trained
     out = tmp_path / "results"
@@ -152,6 +157,7 @@ def test_cli_end_to_end_table(trained, tmp_path):
     assert (out / "results.csv").read_text().startswith("protocol,nets,train_scale")
 
 
+@pytest.mark.slow
 def test_cli_bad_input(trained, tmp_path):
     config, workdir = trained
     common = [sys.executable, "-m", "vgg_jax.evaluate", f"--checkpoint={workdir}",
@@ -187,6 +193,7 @@ np.savez(sys.argv[2], **ev.results())
 """
 
 
+@pytest.mark.slow
 def test_evaluation_uses_all_local_devices_with_the_same_result(tmp_path):
     script = _DEVICES_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
     for devices in (1, 8):

@@ -56,6 +56,7 @@ def inside_over_outside(heat: np.ndarray, box) -> float:
     return float(heat[inside].mean() / max(heat[~inside].mean(), 1e-12))
 
 
+@pytest.mark.slow
 def test_gradcam_heat_lies_on_the_shape(shapes_net):
     images, boxes, labels = validation_images()
     ex = explain.Explainer.of(shapes_net)
@@ -75,6 +76,7 @@ def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+@pytest.mark.slow
 def test_saliency_depends_on_the_weights(shapes_net):
     """Adebayo et al. (2018)'s model randomisation test: re-initialised weights, other maps."""
     images, _, labels = validation_images()
@@ -94,6 +96,7 @@ def test_saliency_depends_on_the_weights(shapes_net):
         np.testing.assert_allclose(a, again, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_integrated_gradients_sum_to_the_logit_difference(shapes_net):
     images, _, labels = validation_images()
     images, labels = images[:6], labels[:6]
@@ -107,6 +110,7 @@ def test_integrated_gradients_sum_to_the_logit_difference(shapes_net):
                                rtol=0.03, atol=0.03 * np.abs(rise).max())
 
 
+@pytest.mark.slow
 def test_smoothgrad_and_scoremap(shapes_net):
     images, boxes, labels = validation_images()
     ex = explain.Explainer.of(shapes_net)
@@ -128,6 +132,7 @@ def test_smoothgrad_and_scoremap(shapes_net):
         ex.scoremap(np.zeros((1, 48, 80, 3)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(models.SPECS))
 def test_every_architecture_gets_each_map(arch):
     """Every net, with and without BatchNorm, LRN, 1x1 and large kernels; batched equals
@@ -165,6 +170,7 @@ def checkpoint_and_photos(tmp_path_factory):
     return str(root / "net"), paths
 
 
+@pytest.mark.slow
 def test_cli_writes_a_picture_and_the_map_per_image_and_method(checkpoint_and_photos, tmp_path):
     net, photos = checkpoint_and_photos
     res = _cli(f"--checkpoint={net}", "--method=gradcam,scoremap,saliency", "--class=2",
@@ -183,6 +189,7 @@ def test_cli_writes_a_picture_and_the_map_per_image_and_method(checkpoint_and_ph
     (["--layer=conv9_9"], "no layer 'conv9_9' in vgg11_bn"),
     (["--class=5"], "--class 5 is not a class of this net (0..4)"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input(checkpoint_and_photos, tmp_path, args, message):
     net, photos = checkpoint_and_photos
     res = _cli(f"--checkpoint={net}", f"--out={tmp_path / 'out'}", *args, photos[0])
@@ -191,6 +198,7 @@ def test_cli_bad_input(checkpoint_and_photos, tmp_path, args, message):
     assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cli_reports_an_unreadable_image_and_explains_the_rest(checkpoint_and_photos, tmp_path):
     net, photos = checkpoint_and_photos
     bad = tmp_path / "notes.jpg"

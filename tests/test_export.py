@@ -58,6 +58,7 @@ def photos(n: int, size: int = 32) -> np.ndarray:
     return np.stack([draw(i % 3, rng, size) for i in range(n)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", export.FORMATS)
 @pytest.mark.parametrize("arch", ["vgg11_bn", "vgg11_lrn"])
 def test_each_format_matches_model_apply_with_a_symbolic_batch(nets, fmt, arch, tmp_path):
@@ -141,6 +142,7 @@ def _cli(*args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_exports_and_checks_parity(nets, tmp_path):
     path, _, _ = nets["vgg11_bn"]
     res = _cli(f"--checkpoint={path}", "--format=onnx", f"--out={tmp_path / 'm'}", "--batch=0")
@@ -156,6 +158,7 @@ def test_cli_exports_and_checks_parity(nets, tmp_path):
     (["--format=onnx", "--checkpoint=/nonexistent/run"], "No checkpoint in"),
     (["--format=onnx", "--image_size=16"], "smaller than the checkpoint's crop 32"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_gets_one_error_line(nets, tmp_path, args, message):
     path, _, _ = nets["vgg11_bn"]
     res = _cli(f"--checkpoint={path}", f"--out={tmp_path / 'm'}", *args)

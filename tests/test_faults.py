@@ -56,6 +56,7 @@ def long_config(tiny_config):
     return tiny_config
 
 
+@pytest.mark.slow
 def test_sigterm_then_sigkill_then_finish_equals_an_uninterrupted_run(long_config, tmp_path):
     # With the recipes whose state or randomness a resume must restore: the EMA weights,
     # the step-keyed mixing draws and the per-example RandAugment draws.
@@ -106,6 +107,7 @@ def _damage(kind: str, step_dir: str) -> None:
         os.rename(step_dir, step_dir + ".orbax-checkpoint-tmp-1234")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["truncated file", "missing metadata", "half-written"])
 def test_damaged_latest_checkpoint_falls_back_to_the_previous(kind, tiny_config, tmp_path):
     workdir = str(tmp_path / "run")
@@ -127,6 +129,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(kind, tiny_config,
         assert glob.glob(os.path.join(ckpts, "6.unreadable*"))
 
 
+@pytest.mark.slow
 def test_failed_save_is_reported_and_the_previous_checkpoint_stays(tiny_config, tmp_path):
     workdir = str(tmp_path / "run")
     tiny_config.num_train_steps = 3
@@ -152,6 +155,7 @@ def test_failed_save_is_reported_and_the_previous_checkpoint_stays(tiny_config, 
     assert_trees(store.restore_raw(3)["params"], before)
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_with_the_step_or_is_skipped(tiny_config, tmp_path):
     tiny_config.arch = "vgg11"  # no BatchNorm to tame a huge learning rate
     tiny_config.learning_rate = 1e12

@@ -160,3 +160,11 @@ def test_an_old_checkpoint_restores_and_predicts_identically():
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     want = np.load(os.path.join(run, "posteriors.npy"))
     np.testing.assert_allclose(np.asarray(net.posteriors(images)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_every_module_imports():
+    """Each module of the package imports on its own (the fast tier touches all of them)."""
+    import importlib
+    for module in sorted(_modules()):
+        if not module.endswith("__main__"):
+            importlib.import_module(module)

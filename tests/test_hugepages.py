@@ -66,6 +66,7 @@ def test_restart_leaves_a_process_alone_where_it_cannot_help(tmp_path):
     assert _run(FAULTS, tmp_path, GLIBC_TUNABLES="glibc.malloc.hugetlb=0")[0] == "False"
 
 
+@pytest.mark.slow
 @needs_thp
 def test_a_command_run_inside_another_program_never_restarts_it(tmp_path):
     """A command run in-process (Jupyter's ``%run -m``, ``runpy``) or a plain import leaves

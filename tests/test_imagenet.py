@@ -35,6 +35,7 @@ def test_builds_with_real_labels_and_rgb_images(imagenet):
     assert {names[ex["label"]] for ex in train_ex.values()} == set(fake_ilsvrc.SYNSETS)
 
 
+@pytest.mark.slow
 def test_trains_and_evaluates_through_train_and_evaluate(imagenet, tiny_config, tmp_path):
     _, manual, data_dir, sizes = imagenet
     c = tiny_config

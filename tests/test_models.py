@@ -73,6 +73,7 @@ def _tiny(arch="vgg11", **kw):
     return models.create_model(arch, **kw)
 
 
+@pytest.mark.slow
 def test_dense_equals_classifier_and_map_sizes():
     model = _tiny()
     x = jax.random.uniform(jax.random.key(1), (2, 224, 224, 3))
@@ -108,6 +109,7 @@ def test_lrn_sits_after_conv1_1():
     assert list(feats)[:3] == ["conv1_1", "lrn1", "pool1"]
 
 
+@pytest.mark.slow
 def test_features_and_headless_backbone():
     model = _tiny("vgg19")
     x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
@@ -122,6 +124,7 @@ def test_features_and_headless_backbone():
         models.extract_features(model, variables, x, ["conv6_1"])
 
 
+@pytest.mark.slow
 def test_pooling_matches_reduce_window():
     x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
     import flax.linen as nn
@@ -151,6 +154,7 @@ def test_initialisers():
     assert float(jnp.abs(glorot).max()) <= limit and float(jnp.abs(glorot).max()) > 0.9 * limit
 
 
+@pytest.mark.slow
 def test_bf16_compute_with_float32_params():
     model = _tiny(dtype=jnp.bfloat16)
     x = jnp.ones((1, 32, 32, 3))
@@ -169,6 +173,7 @@ def _fc_product_dtypes(model, variables, x, platform: str) -> list[str]:
     return [dtype for width, dtype in products if int(width) in widths]
 
 
+@pytest.mark.slow
 def test_bf16_fc_layers_multiply_the_float32_weights_on_cpu():
     """Memory-bound at VGG's batch sizes: on the CPU, ``compute``'s fc6-fc8 read their
     float32 kernels directly under bf16 mixed precision; on accelerators, and in the plain
@@ -202,6 +207,7 @@ def test_shallow_to_deep_copies_exactly_the_named_layers():
         transfer.shallow_to_deep(wrong, net_a)
 
 
+@pytest.mark.slow
 def test_batchnorm_train_uses_batch_stats_eval_uses_running_averages():
     model = _tiny("vgg11_bn", dropout_rate=0.0)
     x = 3.0 + 2.0 * jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
@@ -267,6 +273,7 @@ def test_large_kernel_twins_layers_and_letters():
     assert "vgg13_5x5" not in models.TABLE1 and "vgg16_bn" in models.TABLE1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["vgg13_5x5", "vgg13_5x5_relu_bn", "vgg16_7x7"])
 def test_large_kernel_twins_dense_equals_classifier(arch):
     model = _tiny(arch)

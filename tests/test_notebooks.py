@@ -54,6 +54,7 @@ def test_notebooks_are_committed_executed_with_their_figures():
         assert "KEY_NUMBERS" in "".join("".join(o.get("text", "")) for o in code[-1]["outputs"])
 
 
+@pytest.mark.slow
 def test_architecture_notebook(tmp_path):
     numbers = run_notebook("architecture", tmp_path)
     assert numbers["params"] == TABLE2_EXACT
@@ -72,6 +73,7 @@ def test_architecture_notebook(tmp_path):
     assert spread["B-5x5"] > spread["B"] and spread["D-7x7"] > spread["D"]
 
 
+@pytest.mark.slow
 def test_train_notebook(tmp_path):
     numbers = run_notebook("train", tmp_path, WORKDIR=str(tmp_path / "run"),
                            DATA_DIR=str(tmp_path / "tfds"))
@@ -80,6 +82,7 @@ def test_train_notebook(tmp_path):
     assert {"train_loss", "train_top1", "eval_loss", "eval_top1"} <= set(numbers["tags"])
 
 
+@pytest.mark.slow
 def test_ablations_notebook(tmp_path):
     numbers = run_notebook("ablations", tmp_path)
     depth = numbers["depth_top1_err"]
@@ -96,6 +99,7 @@ def test_ablations_notebook(tmp_path):
     assert init["E, Glorot"] == 90.0 and init["E from A"] < 50
 
 
+@pytest.mark.slow
 def test_pretrained_notebook(tmp_path):
     numbers = run_notebook("pretrained", tmp_path, WORKDIR=str(tmp_path / "run"),
                            DATA_DIR=str(tmp_path / "tfds"))
@@ -107,6 +111,7 @@ def test_pretrained_notebook(tmp_path):
     assert numbers["feature_shapes"]["pool5"] == [1, 1, 128]
 
 
+@pytest.mark.slow
 def test_explain_notebook(tmp_path):
     numbers = run_notebook("explain", tmp_path, WORKDIR=str(tmp_path / "run"),
                            DATA_DIR=str(tmp_path / "tfds"))

@@ -79,6 +79,7 @@ def test_small_float32_maps_go_tap_by_tap_on_avx512(monkeypatch):
     assert conv.choose(block5, kernel, training=True) == "onednn"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["ref:any", ""])
 def test_cpus_without_bfloat16_kernels_keep_xla(impl, monkeypatch):
     """Where oneDNN has only its reference code for bfloat16 ("ref:any") or none at all
@@ -274,6 +275,7 @@ def test_fully_connected_products_and_gradients_match_xla(shape, dtype):
                                rtol=tol, atol=tol * float(jnp.abs(want).max()))
 
 
+@pytest.mark.slow
 def test_fc_layers_use_onednn_where_asked():
     """fc6-fc8 take oneDNN's product in ``compute``'s layers, give XLA's values, and stay
     XLA's dots in the plain model (what exporters use) and in dense (score map) evaluation."""
@@ -339,6 +341,7 @@ def _train(algorithm: str, dtype=jnp.float32, steps: int = 8, arch: str = "vgg11
     return losses
 
 
+@pytest.mark.slow
 def test_training_without_batch_norm_gives_xlas_loss_curve():
     """VGG-11 itself: every convolution with its bias and ReLU fused."""
     xla, ours = _train("xla", arch="vgg11"), _train("onednn", arch="vgg11")
@@ -346,6 +349,7 @@ def test_training_without_batch_norm_gives_xlas_loss_curve():
     np.testing.assert_allclose(ours, xla, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_training_tap_by_tap_gives_xlas_loss_curve():
     """Every layer tap by tap (its products one oneDNN call where large enough, else XLA's)."""
     xla, ours = _train("xla", arch="vgg11"), _train("taps", arch="vgg11")
@@ -353,6 +357,7 @@ def test_training_tap_by_tap_gives_xlas_loss_curve():
     np.testing.assert_allclose(ours, xla, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_training_by_winograd_gives_xlas_loss_curve():
     """Every 3x3 layer by Winograd with its C++ transforms (maps 32 down to 2 pixels), with
     bias and ReLU in one call (VGG-11) and without a bias before batch norm (VGG-11 BN)."""
@@ -362,6 +367,7 @@ def test_training_by_winograd_gives_xlas_loss_curve():
         np.testing.assert_allclose(ours, xla, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_training_gives_xlas_loss_curve():
     everything = ComputeOptions(onednn_min_macs=0)  # fc6-fc8 too (tiny here) go to oneDNN
     xla, ours = _train("xla"), _train("onednn", options=everything)
@@ -382,6 +388,7 @@ def _python(code: str, cwd=ROOT, **env) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_pmap_over_four_cpu_devices_matches_one():
     res = _python("""
         import jax, jax.numpy as jnp, numpy as np
@@ -400,6 +407,7 @@ def test_pmap_over_four_cpu_devices_matches_one():
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_the_install_compiles_the_kernels(tmp_path):
     """pip's build (setup.py's build_py) puts the library in the package; without a compiler
     the install still succeeds and says that the kernels come later."""
@@ -409,11 +417,12 @@ def test_the_install_compiles_the_kernels(tmp_path):
                               str(tmp_path / name)], cwd=ROOT, capture_output=True, text=True,
                              env={**os.environ, **env}, timeout=600)
         assert res.returncode == 0, res.stderr[-1500:]
-        built = tmp_path / name / "vgg_jax" / "kernels" / build_lib.library_name()
+        built = tmp_path / name / "vgg_jax" / "compute" / "kernels" / build_lib.library_name()
         assert built.exists() == (name == "ok"), res.stdout[-1500:]
     assert "oneDNN kernels not built at install (no C++ compiler" in res.stdout
 
 
+@pytest.mark.slow
 def test_fallback_without_the_kernels(tmp_path):
     """An install that could not compile them, and no compiler now: one log line, XLA's
     convolutions, the net still runs."""

@@ -50,6 +50,7 @@ def _batch(n=8, side=16, classes=10, seed=0):
     return images, labels
 
 
+@pytest.mark.slow
 def test_mixup_mixes_two_images_and_their_labels_in_the_drawn_proportion():
     images, labels = _batch()
     spec = mixing.Mixing(mixup_alpha=0.4, label_smoothing=0.1)
@@ -142,6 +143,7 @@ def test_randaugment_is_deterministic_per_example_and_differs_across_examples():
     assert len(distinct) >= 7
 
 
+@pytest.mark.slow
 def test_pipeline_with_randaugment_repeats_and_resumes(tiny_config):
     builder = sources.get_builder(tiny_config.dataset, tiny_config.data_dir)
     sources.prepare(builder, None)
@@ -186,6 +188,7 @@ def _run_steps(model, config, batches, options=steps.StepOptions()):
     return states, losses
 
 
+@pytest.mark.slow
 def test_ema_after_n_steps_is_the_closed_form():
     d, n = 0.8, 5
     states, _ = _run_steps(_net(), _config(schedule="constant", learning_rate=0.05),
@@ -200,6 +203,7 @@ def test_ema_after_n_steps_is_the_closed_form():
                            states[-1].params["fc8"]["kernel"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["scan", "unroll"])
 def test_gradient_accumulation_equals_the_big_batch(how):
     config = _config(schedule="constant", learning_rate=0.05)
@@ -214,6 +218,7 @@ def test_gradient_accumulation_equals_the_big_batch(how):
     assert np.isfinite(bn[-1].batch_stats["bn1_1"]["mean"]).all()
 
 
+@pytest.mark.slow
 def test_clipping_bounds_the_update():
     config = _config(schedule="constant", learning_rate=1.0, momentum=0.0, weight_decay=0.0,
                      grad_clip_norm=1e-3)
@@ -228,6 +233,7 @@ def test_clipping_bounds_the_update():
     assert float(change) > 0.01  # the gradient's own norm: clipping did bound it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,lr", [("sgd", 0.2), ("adamw", 1e-3), ("lars", 1.0)])
 def test_each_optimizer_decreases_the_loss(name, lr):
     config = _config(optimizer=name, learning_rate=lr, schedule="constant", weight_decay=1e-4)
@@ -257,6 +263,7 @@ def test_decay_on_all_parameters_or_kernels():
 
 # End to end: every recipe on, EMA evaluated and used, the profile written.
 
+@pytest.mark.slow
 def test_all_recipes_train_evaluate_ema_and_profile(tiny_config, tmp_path):
     c = tiny_config
     c.update(dict(ema_decay=0.9, mixup_alpha=0.2, cutmix_alpha=1.0, label_smoothing=0.1,

@@ -87,6 +87,7 @@ def _run(module, *args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_main_prints_one_error_line_per_bad_field(tmp_path):
     workdir = tmp_path / "w"
     res = _run("vgg_jax.main", "--config=configs/quickstart.py", f"--workdir={workdir}",
@@ -120,6 +121,7 @@ def test_main_prints_one_error_line_per_bad_field(tmp_path):
     ("vgg_jax.main", ["--config=configs/quickstart.py", "--workdir=/nowhere/w", "extra"],
      "unexpected arguments extra"),
 ])
+@pytest.mark.slow
 def test_every_tool_reports_bad_flags_in_one_line(module, args, expected):
     res = _run(module, *args)
     assert res.returncode == 2, (res.stdout[-1000:], res.stderr[-2000:])
@@ -128,6 +130,7 @@ def test_every_tool_reports_bad_flags_in_one_line(module, args, expected):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_every_tool_has_help():
     for module in ("vgg_jax.main", "vgg_jax.evaluate", "vgg_jax.predict", "vgg_jax.convert",
                    "vgg_jax.sweep", "vgg_jax.data.stats", "vgg_jax.models"):

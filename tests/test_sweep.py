@@ -30,6 +30,7 @@ def sweep(args, cwd=ROOT):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_depth_study_cell_reruns_and_resumes(image_folder, tmp_path):
     """``--only`` one cell of configs/ablations/depth.py: a result row, table and plot; a
     rerun skips the finished run and keeps its numbers."""
@@ -59,6 +60,7 @@ def test_depth_study_cell_reruns_and_resumes(image_folder, tmp_path):
         assert float(next(csv.DictReader(f))["eval_top1"]) == top1
 
 
+@pytest.mark.slow
 def test_seeds_average_and_divergence_is_recorded(tiny_config, tmp_path):
     """Two seeds of a setting give a mean and spread; a diverging run is a row, not a crash;
     an interrupted (unfinished) run resumes from its checkpoint."""
@@ -93,6 +95,7 @@ def test_seeds_average_and_divergence_is_recorded(tiny_config, tmp_path):
     assert "| EMA top-1 error % |" in md and f"| {ema_err:.2f} |" in md
 
 
+@pytest.mark.slow
 def test_bad_sweep_input_is_one_line_before_work(image_folder, tmp_path):
     study = tmp_path / "study.py"
     study.write_text('"""A study with a typo."""\nfrom configs.ablations import cifar\n\n'

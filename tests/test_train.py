@@ -38,6 +38,7 @@ def assert_trees(a, b, **tol):
             np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_end_to_end_learns_and_writes(tiny_config, tmp_path):
     tiny_config.arch = "vgg11_bn"
     tiny_config.num_train_steps = 30
@@ -59,6 +60,7 @@ def test_end_to_end_learns_and_writes(tiny_config, tmp_path):
     assert store.record().arch == "vgg11_bn" and store.record().num_classes == 3
 
 
+@pytest.mark.slow
 def test_resume_continues_with_identical_state(tiny_config, tmp_path):
     straight = str(tmp_path / "straight")
     train.train_and_evaluate(tiny_config, straight)
@@ -73,6 +75,7 @@ def test_resume_continues_with_identical_state(tiny_config, tmp_path):
     assert [loss_b[s] for s in range(4, 7)] == [loss_a[s] for s in range(4, 7)]
 
 
+@pytest.mark.slow
 def test_config_override_reaches_run(image_folder, tmp_path):
     workdir = tmp_path / "cli"
     res = subprocess.run(
@@ -128,6 +131,7 @@ print(train.train_and_evaluate(c, "{workdir}"))
     assert res.returncode == 0, res.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(image_folder, tmp_path):
     data_dir = tmp_path / "tfds"
     _train_on_devices(1, tmp_path / "one", image_folder, data_dir)
@@ -165,6 +169,7 @@ def test_bad_input_is_reported_before_work(tiny_config, tmp_path, image_folder):
     assert not data_dir.exists()  # nothing was built for any of these
 
 
+@pytest.mark.slow
 def test_existing_checkpoints_and_init_from_are_checked(tiny_config, tmp_path):
     source = str(tmp_path / "source")
     tiny_config.num_train_steps = 3
@@ -187,6 +192,7 @@ def test_existing_checkpoints_and_init_from_are_checked(tiny_config, tmp_path):
                        "vgg16: only a vgg11 \\(A\\) initialises another net")
 
 
+@pytest.mark.slow
 def test_init_from_net_a_copies_its_layers(tiny_config, tmp_path):
     import jax
     source = str(tmp_path / "a")
@@ -210,6 +216,7 @@ def _cli(*args, devices=1):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_cli_bad_input_one_line(tmp_path):
     res = _cli("--config=configs/quickstart.py", f"--workdir={tmp_path / 'w'}",
                "--config.batch_size=12", devices=8)
@@ -223,6 +230,7 @@ def test_cli_bad_input_one_line(tmp_path):
     assert "Traceback" not in res.stderr and not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_config_is_never_written(tiny_config, tmp_path):
     """Training, resuming and init_from leave the config as it was; the adopted
     preprocessing goes to the checkpoint's record."""
@@ -243,6 +251,7 @@ def test_config_is_never_written(tiny_config, tmp_path):
     assert record.std_rgb == tuple(tiny_config.std_rgb) and record.arch == "vgg11"
 
 
+@pytest.mark.slow
 def test_quiet_steps_copy_nothing_from_the_devices(tiny_config, tmp_path, monkeypatch):
     """Steps that neither log, evaluate nor save copy nothing to the host.
 
@@ -293,6 +302,7 @@ def test_quiet_steps_copy_nothing_from_the_devices(tiny_config, tmp_path, monkey
     assert (seen["quiet_steps"], seen["copies"]) == (10, 10)
 
 
+@pytest.mark.slow
 def test_run_returns_promptly_after_its_last_checkpoint(image_folder, tmp_path):
     """A hang test (not a speed test): no tf.data work is left to wait for at the end, even
     with an uncached data set and a shuffle buffer larger than it."""
@@ -315,6 +325,7 @@ def test_run_returns_promptly_after_its_last_checkpoint(image_folder, tmp_path):
     assert ended - last_eval < 10, f"{ended - last_eval:.1f} s from the last evaluation to exit"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["vgg13_5x5", "vgg13_5x5_relu", "vgg16_7x7_bn"])
 def test_large_kernel_twins_train(arch, tiny_config, tmp_path):
     tiny_config.arch = arch

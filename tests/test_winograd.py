@@ -63,6 +63,7 @@ def test_random_data_matches_to_float32_rounding_also_under_jit_and_vmap():
         np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-5 * float(jnp.abs(e).max()))
 
 
+@pytest.mark.slow
 def test_only_float32_3x3_kernels_on_even_maps():
     k, b = jnp.zeros((3, 3, 8, 8)), jnp.zeros(8)
     with pytest.raises(ValueError, match="even maps"):

@@ -41,6 +41,7 @@ def _run(out: str, plain: bool) -> dict:
     return dict(np.load(out))
 
 
+@pytest.mark.slow
 def test_fast_cpu_path_gives_the_same_loss_and_gradients(tmp_path):
     fast = _run(str(tmp_path / "fast.npz"), plain=False)
     plain = _run(str(tmp_path / "plain.npz"), plain=True)
@@ -73,6 +74,7 @@ print(vgg_jax.MALLOC_TUNED, resource.getrusage(resource.RUSAGE_SELF).ru_minflt -
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                     reason="glibc's malloc only")
+@pytest.mark.slow
 def test_malloc_reuse_keeps_repeated_steps_from_page_faulting_their_memory():
     def faults(**env) -> tuple[str, int]:
         base = {k: v for k, v in os.environ.items() if k != "VGG_JAX_MALLOC"}
