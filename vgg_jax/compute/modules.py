@@ -24,14 +24,24 @@ from vgg_jax.models import layers
 Array = Any
 
 
-class Conv(layers.Conv):
-    """``models.layers.Conv`` whose arithmetic is ``compute.conv.convolve_bias`` on the CPU
-    (``training`` picks the training rules; ``algorithm`` other than "auto" forces one of
-    ``conv.ALGORITHMS``) and XLA's convolution elsewhere."""
+class CpuConv(layers.Conv):
+    """``models.layers.Conv`` computed by ``compute.conv.convolve_bias``: the CPU's rules
+    (``training`` picks the training ones; ``algorithm`` other than "auto" forces one of
+    ``conv.ALGORITHMS``). Only for programs lowered for the CPU (``cpu``); ``Conv`` is the
+    same layer on any platform."""
 
     training: bool = False
     options: ComputeOptions = DEFAULT
     algorithm: str = "auto"
+
+    def compute(self, x: Array, kernel: Array, bias: Array) -> Array:
+        return conv.convolve_bias(x, kernel, bias, self.relu, self.algorithm, self.training,
+                                  self.options)
+
+
+class Conv(CpuConv):
+    """``CpuConv`` on the CPU and XLA's convolution (``layers.conv_bias``) elsewhere, chosen
+    by ``lax.platform_dependent`` when the program is lowered."""
 
     def compute(self, x: Array, kernel: Array, bias: Array) -> Array:
         relu, training, options, algorithm = (self.relu, self.training, self.options,
@@ -46,15 +56,13 @@ class Conv(layers.Conv):
         return jax.lax.platform_dependent(x, kernel, bias, cpu=cpu, default=other)
 
 
-class Dense(nn.Module):
-    """``nn.Dense`` (same parameters, same initialisation) for fc6-fc8.
-
-    On the CPU the product reads the parameters in their own dtype, also under bfloat16
-    mixed precision: at VGG's batch sizes these layers are bound by reading their 120M
-    weights, so multiplying the float32 weights directly is faster and more precise than
-    rounding them to bfloat16 every step; plain products go to oneDNN where
-    ``conv.dense_uses_onednn``. Elsewhere it is ``nn.Dense``'s product in ``dtype``. The
-    result is in ``dtype`` either way.
+class CpuDense(nn.Module):
+    """``nn.Dense`` (same parameters, same initialisation) for fc6-fc8 as the CPU computes
+    it: the product reads the parameters in their own dtype, also under bfloat16 mixed
+    precision (at VGG's batch sizes these layers are bound by reading their 120M weights, so
+    multiplying the float32 weights directly is faster and more precise than rounding them
+    to bfloat16 every step), by oneDNN where ``conv.dense_uses_onednn``. The result is in
+    ``dtype``. Only for programs lowered for the CPU; ``Dense`` is the same layer anywhere.
     """
 
     features: int
@@ -69,6 +77,18 @@ class Dense(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features),
                             self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        return self.compute(x, kernel, bias)
+
+    def compute(self, x: Array, kernel: Array, bias: Array) -> Array:
+        dtype = self.dtype or jnp.result_type(x, kernel)
+        return (conv.product(x.astype(kernel.dtype), kernel, self.options) + bias).astype(dtype)
+
+
+class Dense(CpuDense):
+    """``CpuDense`` on the CPU and ``nn.Dense``'s product in ``dtype`` elsewhere, chosen by
+    ``lax.platform_dependent`` when the program is lowered."""
+
+    def compute(self, x: Array, kernel: Array, bias: Array) -> Array:
         dtype = self.dtype or jnp.result_type(x, kernel)
         options = self.options
 
@@ -84,17 +104,42 @@ class Dense(nn.Module):
 
 @functools.lru_cache(maxsize=None)
 def modules(training: bool = False, options: ComputeOptions = DEFAULT,
-            algorithm: str = "auto") -> dict:
+            algorithm: str = "auto", cpu_only: bool = False) -> dict:
     """``{"conv": ..., "dense": ...}`` for ``models.VGG``: this wing's layers with
-    ``training``, ``options`` (and ``algorithm``) bound; the same objects for the same
-    arguments, so that models built from them compare equal."""
-    return {"conv": functools.partial(Conv, training=training, options=options,
+    ``training``, ``options`` (and ``algorithm``) bound, per platform or (``cpu_only``) the
+    CPU's; the same objects for the same arguments, so that models built from them compare
+    equal."""
+    conv_cls, dense_cls = (CpuConv, CpuDense) if cpu_only else (Conv, Dense)
+    return {"conv": functools.partial(conv_cls, training=training, options=options,
                                       algorithm=algorithm),
-            "dense": functools.partial(Dense, options=options)}
+            "dense": functools.partial(dense_cls, options=options)}
 
 
 def fast(model: nn.Module, training: bool = False, options: ComputeOptions = DEFAULT,
          algorithm: str = "auto") -> nn.Module:
     """``model`` (a ``models.VGG``) computing its layers per platform: ``Conv`` and
-    ``Dense`` in place of the plain ones; parameters unchanged."""
+    ``Dense`` in place of the plain ones; parameters unchanged. For inference, and for
+    gradients where speed matters less (the per-layer switch makes XLA keep both branches'
+    residuals: a training step is faster with ``per_platform``)."""
     return model.clone(**modules(training, options, algorithm))
+
+
+def cpu(model: nn.Module, training: bool = False, options: ComputeOptions = DEFAULT,
+        algorithm: str = "auto") -> nn.Module:
+    """``model`` with the CPU's layers (``CpuConv``, ``CpuDense``): only for programs lowered
+    for the CPU."""
+    return model.clone(**modules(training, options, algorithm, cpu_only=True))
+
+
+def per_platform(make: Callable[[nn.Module], Callable], model: nn.Module,
+                 training: bool = False, options: ComputeOptions = DEFAULT) -> Callable:
+    """A function that runs ``make(cpu(model))`` on the CPU and ``make(model)`` elsewhere,
+    chosen by ``lax.platform_dependent`` when its program is lowered. ``make(m)`` builds a
+    step (e.g. a train step) around model ``m``; the choice is made once for the whole step,
+    so its gradients are each branch's own."""
+    on_cpu, elsewhere = make(cpu(model, training, options)), make(model)
+
+    def step(*args):
+        return jax.lax.platform_dependent(*args, cpu=on_cpu, default=elsewhere)
+
+    return step

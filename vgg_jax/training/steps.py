@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from vgg_jax import models
-from vgg_jax.compute.modules import fast
+from vgg_jax.compute.modules import per_platform
 from vgg_jax.compute.options import DEFAULT as DEFAULT_COMPUTE
 from vgg_jax.compute.options import ComputeOptions
 from vgg_jax.training import optim
@@ -273,17 +273,24 @@ def step_functions(model: models.VGG, tx: optax.GradientTransformation, schedule
     """(train step, eval step) for one device, before ``pmap``: ``train(state, batch, rng)``
     and ``evaluate(state, batch)`` on one device's share of the batch.
 
-    They compute the layers per platform (``vgg_jax.compute.fast`` with ``compute``'s
-    options; the training rules in the train step); ``compute=None`` keeps ``model``'s own.
+    Each step computes the layers per platform, decided once for the whole step when it is
+    lowered (``vgg_jax.compute.modules.per_platform``): with ``compute``'s CPU layers on the
+    CPU (the training rules in the train step), with ``model``'s own elsewhere;
+    ``compute=None`` keeps ``model``'s own everywhere.
     """
     norm = dict(mean_rgb=tuple(mean_rgb), std_rgb=tuple(std_rgb))
-    train_model, eval_model = model, model
-    if compute is not None:
-        train_model = fast(model, training=True, options=compute)
-        eval_model = fast(model, training=False, options=compute)
-    return (functools.partial(train_step, model=train_model, tx=tx, schedule=schedule,
-                              options=options, **norm),
-            functools.partial(eval_step, model=eval_model, **norm))
+
+    def train_for(m):
+        return functools.partial(train_step, model=m, tx=tx, schedule=schedule,
+                                 options=options, **norm)
+
+    def eval_for(m):
+        return functools.partial(eval_step, model=m, **norm)
+
+    if compute is None:
+        return train_for(model), eval_for(model)
+    return (per_platform(train_for, model, training=True, options=compute),
+            per_platform(eval_for, model, training=False, options=compute))
 
 
 def pmap_steps(model: models.VGG, tx: optax.GradientTransformation, schedule, mean_rgb,
