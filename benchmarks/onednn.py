@@ -38,7 +38,7 @@ sys.path.insert(0, HERE)
 import results_table  # noqa: E402
 from vgg_jax import models  # noqa: E402
 from vgg_jax.compute import onednn  # noqa: E402
-from vgg_jax.compute.modules import fast  # noqa: E402
+from vgg_jax.compute.modules import cpu  # noqa: E402
 from vgg_jax.compute.options import ComputeOptions  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -55,7 +55,7 @@ def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = Fal
                              **{name.lower(): who for name, who in (gradients or {}).items()})
     plain = models.VGG(arch=arch, num_classes=1000 if width == 1 else 10, width=width,
                        dtype=dtype, dropout_rate=0.0)
-    model = fast(plain, training=True, options=options)
+    model = cpu(plain, training=True, options=options)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32)
     y = jnp.asarray(np.arange(batch) % model.num_classes)
@@ -74,7 +74,7 @@ def build(arch, size, batch, width, dtype, use_onednn: bool, fc_only: bool = Fal
         updates, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, updates), stats, opt, value
 
-    inference_model = fast(plain, training=False, options=options)
+    inference_model = cpu(plain, training=False, options=options)
     infer = jax.jit(lambda v: inference_model.apply(v, x))
     params = variables["params"]
     stats = {k: v for k, v in variables.items() if k != "params"}
