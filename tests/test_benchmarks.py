@@ -103,17 +103,20 @@ def test_layer_benchmark_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_export_benchmark_smoke(tmp_path):
-    """Every format exported, agreeing with model.apply, and timed against it."""
+    """Formats exported, agreeing with model.apply, and timed against it. Two formats here:
+    every format's export and runtime is tested in test_export.py; this checks the
+    benchmark's own timing and table."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "export.py"),
                            "--arch", "vgg11_bn", "--image_size", "32", "--batch", "2",
-                           "--rounds", "1", "--out", str(tmp_path)],
+                           "--rounds", "1", "--formats", "stablehlo,onnx",
+                           "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [[c.strip() for c in line.strip("|").split("|")]
             for line in (tmp_path / "export.md").read_text().splitlines()
             if line.startswith("| 20")]
-    assert [r[4] for r in rows] == ["vgg_jax model.apply (jit)", "jax.export", "TensorFlow",
-                                    "TFLite interpreter (XNNPACK)", "onnxruntime (CPU)"]
+    assert [r[4] for r in rows] == ["vgg_jax model.apply (jit)", "jax.export",
+                                    "onnxruntime (CPU)"]
     assert all(float(r[7]) < 1e-4 and float(r[8]) > 0 for r in rows[1:])
     assert rows[0][9] == "1.00x"
 
