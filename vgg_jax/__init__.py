@@ -13,5 +13,4 @@ __version__ = "0.1.0"
 
 # XLA reads its CPU flags once, when its backend starts, which may be the caller's next JAX
 # call: so they are set here, on import (never overriding the caller's).
-_process.configure()
-MALLOC_TUNED = _process.MALLOC_TUNED
+MALLOC_TUNED = _process.configure()

@@ -1,11 +1,9 @@
-"""The layers of ``models.VGG`` computed per platform: ``Conv`` and ``Dense``, with the same
-parameters as the plain ones, and ``fast(model)`` that swaps them in.
-
-Each layer's computation is a ``lax.platform_dependent``: the CPU branch follows
-``compute.conv``'s rules (oneDNN, Winograd, tap by tap...), every other platform runs XLA's
-own convolution and product. Which branch runs is decided when the program is lowered, not
-on the host that traces it: a step traced on a CPU login node and lowered for a GPU or TPU
-holds no CPU kernels.
+"""The layers of ``models.VGG`` as the CPU computes them, with the same parameters as the
+plain ones: ``CpuConv`` and ``CpuDense`` follow ``compute.conv``'s rules (oneDNN, Winograd,
+tap by tap...). Which platform's layers run is decided when a program is lowered, not on
+the host that traces it, by ``lax.platform_dependent``: once per layer in ``Conv`` and
+``Dense`` (``fast(model)``), or once for a whole step (``per_platform``, the trainer's). A
+step traced on a CPU login node and lowered for a GPU or TPU holds no CPU kernels.
 """
 
 from __future__ import annotations
@@ -44,16 +42,9 @@ class Conv(CpuConv):
     by ``lax.platform_dependent`` when the program is lowered."""
 
     def compute(self, x: Array, kernel: Array, bias: Array) -> Array:
-        relu, training, options, algorithm = (self.relu, self.training, self.options,
-                                              self.algorithm)
-
-        def cpu(x, kernel, bias):
-            return conv.convolve_bias(x, kernel, bias, relu, algorithm, training, options)
-
-        def other(x, kernel, bias):
-            return layers.conv_bias(x, kernel, bias, relu)
-
-        return jax.lax.platform_dependent(x, kernel, bias, cpu=cpu, default=other)
+        return jax.lax.platform_dependent(
+            x, kernel, bias, cpu=functools.partial(CpuConv.compute, self),
+            default=functools.partial(layers.conv_bias, relu=self.relu))
 
 
 class CpuDense(nn.Module):
@@ -90,16 +81,13 @@ class Dense(CpuDense):
 
     def compute(self, x: Array, kernel: Array, bias: Array) -> Array:
         dtype = self.dtype or jnp.result_type(x, kernel)
-        options = self.options
-
-        def cpu(x, kernel, bias):
-            return (conv.product(x.astype(kernel.dtype), kernel, options) + bias).astype(dtype)
 
         def other(x, kernel, bias):
             x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
             return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
 
-        return jax.lax.platform_dependent(x, kernel, bias, cpu=cpu, default=other)
+        return jax.lax.platform_dependent(
+            x, kernel, bias, cpu=functools.partial(CpuDense.compute, self), default=other)
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,8 +107,9 @@ def fast(model: nn.Module, training: bool = False, options: ComputeOptions = DEF
          algorithm: str = "auto") -> nn.Module:
     """``model`` (a ``models.VGG``) computing its layers per platform: ``Conv`` and
     ``Dense`` in place of the plain ones; parameters unchanged. For inference, and for
-    gradients where speed matters less (the per-layer switch makes XLA keep both branches'
-    residuals: a training step is faster with ``per_platform``)."""
+    gradients where speed matters less: a VGG-16 bfloat16 training step with a switch in
+    every layer ran at 0.65x of one switched once (``per_platform``;
+    ``benchmarks/results/versions_house_plan.md``)."""
     return model.clone(**modules(training, options, algorithm))
 
 

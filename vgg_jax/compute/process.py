@@ -29,20 +29,18 @@ def cpu_flags(environ=None) -> dict[str, str]:
             "xla_cpu_copy_insertion_use_region_analysis": "true"}
 
 
-def configure() -> None:
+def configure() -> bool:
     """Adds ``cpu_flags()`` to ``XLA_FLAGS`` (unless ``VGG_JAX_PLAIN_XLA=1``, or the user set
     a flag already) and TensorFlow's C++ log level (INFO lines off), then applies
-    ``VGG_JAX_MALLOC``. Must run before JAX's backend starts; ``import vgg_jax`` does it."""
+    ``VGG_JAX_MALLOC``; returns whether malloc keeps freed memory. Must run before JAX's
+    backend starts; ``import vgg_jax`` does it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     if os.environ.get("VGG_JAX_PLAIN_XLA", "0") != "1":
         for name, value in cpu_flags().items():
             if name not in os.environ.get("XLA_FLAGS", ""):
-                os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{name}={value}".strip()
-    global MALLOC_TUNED
-    MALLOC_TUNED = os.environ.get("VGG_JAX_MALLOC") == "reuse" and _keep_freed_memory()
-
-
-MALLOC_TUNED = False
+                flags = os.environ.get("XLA_FLAGS", "")
+                os.environ["XLA_FLAGS"] = f"{flags} --{name}={value}".strip()
+    return os.environ.get("VGG_JAX_MALLOC") == "reuse" and _keep_freed_memory()
 
 
 def _keep_freed_memory() -> bool:
